@@ -1,0 +1,323 @@
+//! Resources: what is desired (specs, computed from the network) and what exists (read by refresh).
+//!
+//! Desired and actual are separate types on purpose: a spec has no provider ID and no runtime status;
+//! an actual object has both, plus whatever the provider reports. The planner compares the two field by
+//! field and records every difference as a [`crate::plan::Reason`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::network::{ChainId, HealthCheck, ProviderKind, Region, RestartPolicy, Role};
+
+/// The version of the machine bootstrap (user data) peerfleet generates. Raising it replaces machines,
+/// because user data only runs at first boot.
+pub const BOOTSTRAP_VERSION: u32 = 1;
+
+/// The ownership record every object carries from its creation (as tags or labels).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// Network name.
+    pub network: String,
+    /// The object's address.
+    pub address: Address,
+    /// The pinned chain ID, on the genesis machine and container only.
+    pub chain_id: Option<ChainId>,
+}
+
+/// A desired machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineSpec {
+    /// `machine.CLUSTER[SLOT]`.
+    pub address: Address,
+    /// Network name (ownership).
+    pub network: String,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Region.
+    pub region: Region,
+    /// Provider size.
+    pub size: String,
+    /// Image; `None` = provider default.
+    pub image: Option<String>,
+    /// Deploy tags (always includes the cluster's tags).
+    pub tags: BTreeSet<String>,
+    /// Credentials profile.
+    pub profile: Option<String>,
+    /// Bootstrap (user data) version.
+    pub bootstrap: u32,
+    /// Set when this machine hosts the genesis server.
+    pub chain_id: Option<ChainId>,
+    /// Incremented on every replace, so a replacement never reuses its predecessor's idempotency key.
+    pub generation: u32,
+    /// Deterministic key for this create (EC2 `ClientToken`): network + address + generation + lineage.
+    pub idempotency_key: String,
+    /// The firewall of its provider-region, when the provider has firewalls.
+    pub firewall: Option<Address>,
+}
+
+/// Where a machine is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineStatus {
+    /// Booting.
+    Pending,
+    /// Up.
+    Running,
+    /// Stopping or stopped.
+    Stopped,
+    /// Being deleted.
+    ShuttingDown,
+}
+
+/// A machine that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Provider's ID (`i-...`, droplet ID, Docker network ID).
+    pub id: String,
+    /// Address, from its ownership tags.
+    pub address: Address,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Region slug.
+    pub region: String,
+    /// Size.
+    pub size: String,
+    /// Image the machine was created from.
+    pub image: String,
+    /// Deploy tags (ownership tags excluded).
+    pub tags: BTreeSet<String>,
+    /// Chain ID tag, on the genesis host.
+    pub chain_id: Option<ChainId>,
+    /// Generation tag.
+    pub generation: u32,
+    /// Bootstrap version tag.
+    pub bootstrap: u32,
+    /// Status.
+    pub status: MachineStatus,
+    /// Public address, when it has one (never connected to in tests against stand-ins).
+    pub public_ip: Option<String>,
+    /// Private address.
+    pub private_ip: Option<String>,
+}
+
+/// Protocol of a firewall rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// One inbound rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FirewallRule {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port.
+    pub port: u16,
+    /// Source CIDRs.
+    pub sources: Vec<String>,
+}
+
+/// A desired firewall (AWS security group, DigitalOcean firewall) for one provider-region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallSpec {
+    /// `firewall.PROVIDER.REGION`.
+    pub address: Address,
+    /// Network name.
+    pub network: String,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Region slug.
+    pub region: String,
+    /// Inbound rules, sorted.
+    pub rules: Vec<FirewallRule>,
+}
+
+/// A firewall that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firewall {
+    /// Provider's ID.
+    pub id: String,
+    /// Address.
+    pub address: Address,
+    /// Inbound rules, sorted.
+    pub rules: Vec<FirewallRule>,
+}
+
+/// A desired stable address for the machine hosting genesis or master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableIpSpec {
+    /// `ip.CLUSTER[SLOT]`.
+    pub address: Address,
+    /// Network name.
+    pub network: String,
+    /// The machine it is attached to.
+    pub machine: Address,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Region slug.
+    pub region: String,
+}
+
+/// A stable address that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableIp {
+    /// Provider's ID (allocation ID; for DigitalOcean the IP itself).
+    pub id: String,
+    /// Address.
+    pub address: Address,
+    /// The IP.
+    pub ip: String,
+    /// Provider ID of the machine it is attached to.
+    pub machine_id: Option<String>,
+}
+
+/// A desired container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// `container.SERVICE[SLOT]`.
+    pub address: Address,
+    /// Network name.
+    pub network: String,
+    /// Service name.
+    pub service: String,
+    /// Role.
+    pub role: Role,
+    /// Stable name: `SERVICE-N` (N = slot + 1); the engine's container name prefixes the network.
+    pub name: String,
+    /// DNS names the container answers to on the network: its stable name and the service name.
+    pub aliases: Vec<String>,
+    /// The machine it is placed on.
+    pub node: Address,
+    /// Resolved image reference (the reference node's content tag, or the named image).
+    pub image: String,
+    /// Full environment (role environment plus the service's own).
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    pub ports: Vec<u16>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Health check.
+    pub health: HealthCheck,
+    /// Stable names this container must resolve (`genesis`, `master`); engines without shared DNS
+    /// map them to the hosting machines' stable addresses at apply time.
+    pub needs: Vec<String>,
+    /// The pinned chain ID, on the genesis container.
+    pub chain_id: Option<ChainId>,
+}
+
+/// A container's run state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Restarting.
+    Restarting,
+    /// Exited (stopped, killed, crashed).
+    Exited,
+    /// Paused.
+    Paused,
+    /// Dead or unknown.
+    Dead,
+}
+
+/// A container's health as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// No health check.
+    None,
+    /// Checks not passed yet.
+    Starting,
+    /// Healthy.
+    Healthy,
+    /// Failing.
+    Unhealthy,
+}
+
+/// A container that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// Engine's ID.
+    pub id: String,
+    /// Address, from its labels.
+    pub address: Address,
+    /// The spec it was created from, read back from its labels (`None` if unreadable).
+    pub spec: Option<ContainerSpec>,
+    /// Run state.
+    pub state: ContainerState,
+    /// Health.
+    pub health: Health,
+    /// Chain ID label, on the genesis container.
+    pub chain_id: Option<ChainId>,
+}
+
+/// A desired resource of any kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Desired {
+    /// A firewall.
+    Firewall(FirewallSpec),
+    /// A machine.
+    Machine(MachineSpec),
+    /// A stable IP.
+    StableIp(StableIpSpec),
+    /// A container.
+    Container(ContainerSpec),
+}
+
+impl Desired {
+    /// The resource's address.
+    pub fn address(&self) -> &Address {
+        match self {
+            Desired::Firewall(s) => &s.address,
+            Desired::Machine(s) => &s.address,
+            Desired::StableIp(s) => &s.address,
+            Desired::Container(s) => &s.address,
+        }
+    }
+}
+
+/// An existing resource of any kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actual {
+    /// A firewall.
+    Firewall(Firewall),
+    /// A machine.
+    Machine(Machine),
+    /// A stable IP.
+    StableIp(StableIp),
+    /// A container.
+    Container(Container),
+}
+
+impl Actual {
+    /// The resource's address.
+    pub fn address(&self) -> &Address {
+        match self {
+            Actual::Firewall(s) => &s.address,
+            Actual::Machine(s) => &s.address,
+            Actual::StableIp(s) => &s.address,
+            Actual::Container(s) => &s.address,
+        }
+    }
+
+    /// The provider's or engine's ID.
+    pub fn id(&self) -> &str {
+        match self {
+            Actual::Firewall(s) => &s.id,
+            Actual::Machine(s) => &s.id,
+            Actual::StableIp(s) => &s.id,
+            Actual::Container(s) => &s.id,
+        }
+    }
+}
