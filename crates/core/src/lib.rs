@@ -8,10 +8,16 @@
 //! an in-memory provider with injected faults.
 
 pub mod address;
+pub mod bootstrap;
+pub mod executor;
 pub mod network;
 pub mod plan;
 pub mod provider;
 pub mod resource;
+pub mod spec;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use address::Address;
 pub use network::{ChainId, Network, ProviderKind, Role, Strategy};
