@@ -11,6 +11,7 @@ pub mod address;
 pub mod bootstrap;
 pub mod executor;
 pub mod network;
+pub mod placement;
 pub mod plan;
 pub mod provider;
 pub mod resource;

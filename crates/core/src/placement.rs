@@ -1,0 +1,281 @@
+//! Placement: which node each container runs on — Tutum's strategies, made deterministic.
+//!
+//! Placement is a pure function of the network, the nodes that will exist, and where containers
+//! already run. Containers that stay (slot still wanted, node still there and still matching) never
+//! move; only new slots are placed, one at a time, each seeing the containers placed before it. Every
+//! choice ends in a tie-break by node address, so the same input always gives the same placement.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::address::Address;
+use crate::network::{Network, Service, Strategy};
+
+/// A node containers can be placed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The machine's address.
+    pub address: Address,
+    /// The region placement spreads over (a city when the region is one of the nine, so AWS and
+    /// DigitalOcean in Singapore count as one region).
+    pub region: String,
+    /// The machine's deploy tags.
+    pub tags: BTreeSet<String>,
+}
+
+/// Where every wanted container runs: container address → node address.
+pub type Placement = BTreeMap<Address, Address>;
+
+/// A service that cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service `{service}`: no node carries all of its deploy tags {tags:?}")]
+pub struct PlacementError {
+    /// The service.
+    pub service: String,
+    /// Its deploy tags.
+    pub tags: Vec<String>,
+}
+
+/// The nodes a service may run on: those carrying all its deploy tags (no tags = every node).
+pub fn matching<'a>(service: &Service, nodes: &'a [Node]) -> Vec<&'a Node> {
+    nodes.iter().filter(|n| service.deploy_tags.is_subset(&n.tags)).collect()
+}
+
+/// Places every container of every service.
+///
+/// `nodes` may come in any order (they are sorted by address here). `existing` is where containers run
+/// now; entries for slots no longer wanted, or on nodes gone or no longer matching, are ignored.
+pub fn place(network: &Network, nodes: &[Node], existing: &Placement) -> Result<Placement, PlacementError> {
+    let mut nodes: Vec<Node> = nodes.to_vec();
+    nodes.sort_by(|a, b| a.address.cmp(&b.address));
+    let index: BTreeMap<&Address, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.address, i)).collect();
+
+    let mut placement = Placement::new();
+    // Containers of any service per node: what `emptiest_node` balances.
+    let mut total = vec![0usize; nodes.len()];
+
+    // First every container that stays, across all services, so new ones see the full picture.
+    for service in &network.services {
+        if service.strategy == Strategy::EveryNode {
+            continue; // Pinned to their nodes by slot below; they never move either.
+        }
+        for slot in 0..service.containers {
+            let addr = Address::container(service.name.clone(), slot);
+            if let Some(&i) = existing.get(&addr).and_then(|node| index.get(node))
+                && service.deploy_tags.is_subset(&nodes[i].tags)
+            {
+                total[i] += 1;
+                placement.insert(addr, nodes[i].address.clone());
+            }
+        }
+    }
+
+    for service in &network.services {
+        let candidates: Vec<usize> =
+            (0..nodes.len()).filter(|&i| service.deploy_tags.is_subset(&nodes[i].tags)).collect();
+        if service.strategy == Strategy::EveryNode {
+            for (slot, &i) in candidates.iter().enumerate() {
+                total[i] += 1;
+                placement
+                    .insert(Address::container(service.name.clone(), slot as u32), nodes[i].address.clone());
+            }
+            continue;
+        }
+        if service.containers > 0 && candidates.is_empty() {
+            return Err(PlacementError {
+                service: service.name.clone(),
+                tags: service.deploy_tags.iter().cloned().collect(),
+            });
+        }
+        // Containers of this service per node and per region, counting those that stay.
+        let mut own = vec![0usize; nodes.len()];
+        let mut per_region: BTreeMap<&str, usize> = BTreeMap::new();
+        for slot in 0..service.containers {
+            if let Some(node) = placement.get(&Address::container(service.name.clone(), slot)) {
+                let i = index[node];
+                own[i] += 1;
+                *per_region.entry(nodes[i].region.as_str()).or_default() += 1;
+            }
+        }
+        for slot in 0..service.containers {
+            let addr = Address::container(service.name.clone(), slot);
+            if placement.contains_key(&addr) {
+                continue;
+            }
+            // Candidates are in address order and `min_by_key` keeps the first minimum: the tie-break.
+            let chosen = match service.strategy {
+                Strategy::EmptiestNode => candidates.iter().copied().min_by_key(|&i| total[i]),
+                Strategy::HighAvailability => candidates.iter().copied().min_by_key(|&i| (own[i], total[i])),
+                Strategy::RegionSpread => candidates.iter().copied().min_by_key(|&i| {
+                    (per_region.get(nodes[i].region.as_str()).copied().unwrap_or(0), own[i], total[i])
+                }),
+                Strategy::EveryNode => unreachable!("every_node is placed above"),
+            };
+            let Some(i) = chosen else { continue };
+            total[i] += 1;
+            own[i] += 1;
+            *per_region.entry(nodes[i].region.as_str()).or_default() += 1;
+            placement.insert(addr, nodes[i].address.clone());
+        }
+    }
+    Ok(placement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::*;
+
+    fn node(cluster: &str, slot: u32, region: &str, tags: &[&str]) -> Node {
+        Node {
+            address: Address::machine(cluster, slot),
+            region: region.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn service(name: &str, role: Role, containers: u32, strategy: Strategy, tags: &[&str]) -> Service {
+        Service {
+            name: name.into(),
+            role,
+            image: Image::Reference,
+            containers,
+            strategy,
+            deploy_tags: tags.iter().map(|t| t.to_string()).collect(),
+            env: Default::default(),
+            ports: vec![],
+            restart: RestartPolicy::Always,
+            health: None,
+        }
+    }
+
+    fn network(services: Vec<Service>) -> Network {
+        Network {
+            name: "t".into(),
+            chain: Chain::from_genesis(b"g".to_vec(), None),
+            clusters: vec![],
+            services,
+            access: Access::default(),
+        }
+    }
+
+    fn on(p: &Placement, service: &str, slot: u32) -> String {
+        p[&Address::container(service, slot)].to_string()
+    }
+
+    fn count_on(p: &Placement, node: &Address) -> usize {
+        p.values().filter(|n| *n == node).count()
+    }
+
+    #[test]
+    fn emptiest_node_counts_containers_of_every_service() {
+        let nodes = [node("a", 0, "x", &[]), node("b", 0, "y", &[]), node("c", 0, "z", &[])];
+        let net = network(vec![
+            service("genesis", Role::Genesis, 1, Strategy::EmptiestNode, &[]),
+            service("master", Role::Master, 1, Strategy::EmptiestNode, &[]),
+            service("relay", Role::Relay, 4, Strategy::EmptiestNode, &[]),
+        ]);
+        let p = place(&net, &nodes, &Placement::new()).unwrap();
+        assert_eq!(on(&p, "genesis", 0), "machine.a[0]");
+        assert_eq!(on(&p, "master", 0), "machine.b[0]");
+        // c is emptiest, then a and b tie with c at one each: address order.
+        let relays: Vec<_> = (0..4).map(|s| on(&p, "relay", s)).collect();
+        assert_eq!(relays, ["machine.c[0]", "machine.a[0]", "machine.b[0]", "machine.c[0]"]);
+    }
+
+    #[test]
+    fn high_availability_counts_only_its_own_containers() {
+        let nodes = [node("a", 0, "x", &[]), node("b", 0, "y", &[])];
+        let net = network(vec![
+            service("other", Role::Genesis, 1, Strategy::EmptiestNode, &[]),
+            service("relay", Role::Relay, 2, Strategy::HighAvailability, &[]),
+        ]);
+        let p = place(&net, &nodes, &Placement::new()).unwrap();
+        assert_eq!(on(&p, "other", 0), "machine.a[0]");
+        // One relay per node even though `a` already runs another service's container.
+        let mut relays: Vec<_> = (0..2).map(|s| on(&p, "relay", s)).collect();
+        relays.sort();
+        assert_eq!(relays, ["machine.a[0]", "machine.b[0]"]);
+    }
+
+    #[test]
+    fn every_node_puts_one_container_on_each_matching_node() {
+        let nodes = [node("a", 0, "x", &["t"]), node("b", 0, "y", &[]), node("c", 0, "z", &["t"])];
+        let net = network(vec![service("relay", Role::Relay, 2, Strategy::EveryNode, &["t"])]);
+        let p = place(&net, &nodes, &Placement::new()).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(on(&p, "relay", 0), "machine.a[0]");
+        assert_eq!(on(&p, "relay", 1), "machine.c[0]");
+    }
+
+    #[test]
+    fn region_spread_fills_every_region_before_doubling_up() {
+        // Region x has three nodes, y and z one each: the first three relays must cover x, y, z.
+        let nodes = [
+            node("a", 0, "x", &[]),
+            node("a", 1, "x", &[]),
+            node("a", 2, "x", &[]),
+            node("b", 0, "y", &[]),
+            node("c", 0, "z", &[]),
+        ];
+        let net = network(vec![service("relay", Role::Relay, 3, Strategy::RegionSpread, &[])]);
+        let p = place(&net, &nodes, &Placement::new()).unwrap();
+        let regions: BTreeSet<_> = (0..3)
+            .map(|s| {
+                nodes.iter().find(|n| n.address == p[&Address::container("relay", s)]).unwrap().region.clone()
+            })
+            .collect();
+        assert_eq!(regions.len(), 3);
+    }
+
+    #[test]
+    fn deploy_tags_restrict_nodes_and_unmatched_tags_fail() {
+        let nodes = [node("a", 0, "x", &["peer_cluster"]), node("b", 0, "y", &[])];
+        let net = network(vec![service("relay", Role::Relay, 3, Strategy::EmptiestNode, &["peer_cluster"])]);
+        let p = place(&net, &nodes, &Placement::new()).unwrap();
+        assert!(p.values().all(|n| n.to_string() == "machine.a[0]"));
+        let net = network(vec![service("relay", Role::Relay, 1, Strategy::EmptiestNode, &["gpu"])]);
+        assert_eq!(place(&net, &nodes, &Placement::new()).unwrap_err().service, "relay");
+    }
+
+    #[test]
+    fn scaling_up_and_down_never_moves_the_containers_that_stay() {
+        let nodes: Vec<_> = (0..4).map(|i| node("n", i, &format!("r{i}"), &[])).collect();
+        let net3 = network(vec![service("relay", Role::Relay, 3, Strategy::EmptiestNode, &[])]);
+        let p3 = place(&net3, &nodes, &Placement::new()).unwrap();
+        let net9 = network(vec![service("relay", Role::Relay, 9, Strategy::EmptiestNode, &[])]);
+        let p9 = place(&net9, &nodes, &p3).unwrap();
+        for (addr, node) in &p3 {
+            assert_eq!(&p9[addr], node, "{addr} moved when scaling up");
+        }
+        // Balanced after scaling up: 9 over 4 nodes is 3,2,2,2.
+        let mut counts: Vec<_> = nodes.iter().map(|n| count_on(&p9, &n.address)).collect();
+        counts.sort();
+        assert_eq!(counts, [2, 2, 2, 3]);
+        let net2 = network(vec![service("relay", Role::Relay, 2, Strategy::EmptiestNode, &[])]);
+        let p2 = place(&net2, &nodes, &p9).unwrap();
+        assert_eq!(p2.len(), 2);
+        for (addr, node) in &p2 {
+            assert_eq!(&p9[addr], node, "{addr} moved when scaling down");
+        }
+    }
+
+    #[test]
+    fn containers_on_vanished_nodes_are_placed_again() {
+        let nodes = [node("a", 0, "x", &[])];
+        let net = network(vec![service("relay", Role::Relay, 1, Strategy::EmptiestNode, &[])]);
+        let existing = Placement::from([(Address::container("relay", 0), Address::machine("gone", 0))]);
+        let p = place(&net, &nodes, &existing).unwrap();
+        assert_eq!(on(&p, "relay", 0), "machine.a[0]");
+    }
+
+    #[test]
+    fn same_input_gives_the_same_placement_whatever_the_node_order() {
+        let mut nodes: Vec<_> =
+            (0..7).map(|i| node(&format!("c{i}"), 0, &format!("r{}", i % 3), &[])).collect();
+        let net = network(vec![service("relay", Role::Relay, 20, Strategy::RegionSpread, &[])]);
+        let a = place(&net, &nodes, &Placement::new()).unwrap();
+        nodes.reverse();
+        let b = place(&net, &nodes, &Placement::new()).unwrap();
+        assert_eq!(a, b);
+    }
+}
