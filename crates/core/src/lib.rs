@@ -7,13 +7,16 @@
 //! deterministic function of (spec, actual state, recorded state) and the executor be tested against
 //! an in-memory provider with injected faults.
 
+pub mod actual;
 pub mod address;
 pub mod bootstrap;
+pub mod desired;
 pub mod executor;
 pub mod network;
 pub mod placement;
 pub mod plan;
 pub mod provider;
+pub mod render;
 pub mod resource;
 pub mod spec;
 pub mod state;

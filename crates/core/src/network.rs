@@ -140,15 +140,28 @@ impl ProviderKind {
     pub fn capabilities(self) -> Capabilities {
         match self {
             // EC2 can only change an instance type while stopped, so a size change replaces.
-            ProviderKind::Aws => {
-                Capabilities { resize: false, firewalls: true, stable_ips: true, remote_engine: true }
-            }
-            ProviderKind::DigitalOcean => {
-                Capabilities { resize: true, firewalls: true, stable_ips: true, remote_engine: true }
-            }
-            ProviderKind::Local => {
-                Capabilities { resize: true, firewalls: false, stable_ips: false, remote_engine: false }
-            }
+            ProviderKind::Aws => Capabilities {
+                resize: false,
+                retag: true,
+                firewalls: true,
+                stable_ips: true,
+                remote_engine: true,
+            },
+            ProviderKind::DigitalOcean => Capabilities {
+                resize: true,
+                retag: true,
+                firewalls: true,
+                stable_ips: true,
+                remote_engine: true,
+            },
+            // A local node is a Docker network, whose labels are fixed at creation.
+            ProviderKind::Local => Capabilities {
+                resize: true,
+                retag: false,
+                firewalls: false,
+                stable_ips: false,
+                remote_engine: false,
+            },
         }
     }
 }
@@ -164,6 +177,8 @@ impl fmt::Display for ProviderKind {
 pub struct Capabilities {
     /// The machine size can change without replacing the machine.
     pub resize: bool,
+    /// Deploy tags can change without replacing the machine.
+    pub retag: bool,
     /// The provider has firewalls (security groups) peerfleet manages.
     pub firewalls: bool,
     /// The provider has stable addresses (Elastic IPs, Reserved IPs) for genesis and master hosts.

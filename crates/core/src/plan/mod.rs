@@ -177,3 +177,13 @@ impl Plan {
         self.changes.iter().find(|c| &c.address == address)
     }
 }
+
+pub mod diff;
+mod planner;
+
+pub use planner::{
+    GATE_TIMEOUT_MS, Memory, PlanError, PlanOptions, Planned, idempotency_key, layer_of, plan,
+};
+
+#[cfg(test)]
+mod tests;

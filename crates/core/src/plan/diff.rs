@@ -1,0 +1,122 @@
+//! Field-by-field comparison of one desired resource with what exists, and the replace-vs-update rules.
+
+use std::collections::BTreeSet;
+
+use crate::network::{Capabilities, ChainId};
+use crate::plan::{Action, Reason};
+use crate::resource::{
+    Container, ContainerSpec, ContainerState, Firewall, FirewallSpec, Machine, MachineSpec,
+};
+
+/// Environment keys whose values are never shown (same rule the Docker labels use to hash them).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    ["TOKEN", "SECRET", "PASSWORD", "PRIVATE", "KEY"].iter().any(|w| k.contains(w))
+}
+
+/// The action implied by a list of reasons: replace if any forces it, update if any, else no-op.
+pub fn action_of(reasons: &[Reason]) -> Action {
+    if reasons.iter().any(|r| r.forces_replace) {
+        Action::Replace
+    } else if reasons.is_empty() {
+        Action::NoOp
+    } else {
+        Action::Update
+    }
+}
+
+fn differ<T: PartialEq + ToString>(out: &mut Vec<Reason>, field: &str, before: &T, after: &T, replace: bool) {
+    if before != after {
+        out.push(Reason::field(field, Some(before.to_string()), Some(after.to_string()), replace));
+    }
+}
+
+fn set_text(s: &BTreeSet<String>) -> String {
+    format!("[{}]", s.iter().cloned().collect::<Vec<_>>().join(", "))
+}
+
+fn chain_text(c: &Option<ChainId>) -> String {
+    c.as_ref().map(|c| c.short().to_string()).unwrap_or_else(|| "(none)".into())
+}
+
+/// What must change on a machine. Region, image and bootstrap can only be set at creation; size and
+/// tags depend on what the provider can change in place.
+pub fn machine(spec: &MachineSpec, actual: &Machine, caps: Capabilities) -> Vec<Reason> {
+    let mut r = Vec::new();
+    differ(&mut r, "region", &actual.region, &spec.region.slug, true);
+    if let Some(image) = &spec.image {
+        differ(&mut r, "image", &actual.image, image, true);
+    }
+    differ(&mut r, "size", &actual.size, &spec.size, !caps.resize);
+    differ(&mut r, "bootstrap", &actual.bootstrap, &spec.bootstrap, true);
+    if actual.tags != spec.tags {
+        r.push(Reason::field("tags", Some(set_text(&actual.tags)), Some(set_text(&spec.tags)), !caps.retag));
+    }
+    if actual.chain_id != spec.chain_id {
+        r.push(Reason::field(
+            "chain_id",
+            Some(chain_text(&actual.chain_id)),
+            Some(chain_text(&spec.chain_id)),
+            !caps.retag,
+        ));
+    }
+    r
+}
+
+/// What must change on a container. Containers are never changed in place: any difference replaces.
+pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
+    let mut r = Vec::new();
+    if !matches!(actual.state, ContainerState::Running | ContainerState::Restarting) {
+        r.push(Reason::field(
+            "state",
+            Some(format!("{:?}", actual.state).to_lowercase()),
+            Some("running".into()),
+            true,
+        ));
+    }
+    let Some(have) = &actual.spec else {
+        r.push(Reason::field("labels", Some("(unreadable)".into()), Some("(spec)".into()), true));
+        return r;
+    };
+    differ(&mut r, "node", &have.node, &spec.node, true);
+    differ(&mut r, "image", &have.image, &spec.image, true);
+    let keys: BTreeSet<&String> = have.env.keys().chain(spec.env.keys()).collect();
+    for key in keys {
+        let (before, after) = (have.env.get(key), spec.env.get(key));
+        if before != after {
+            let show = |v: Option<&String>| {
+                v.map(|v| if is_secret_key(key) { "(sensitive)".to_string() } else { abbreviate(v) })
+            };
+            r.push(Reason::field(format!("env.{key}"), show(before), show(after), true));
+        }
+    }
+    differ(&mut r, "ports", &format!("{:?}", have.ports), &format!("{:?}", spec.ports), true);
+    differ(&mut r, "restart", &have.restart.as_str(), &spec.restart.as_str(), true);
+    differ(&mut r, "health", &format!("{:?}", have.health), &format!("{:?}", spec.health), true);
+    differ(&mut r, "aliases", &have.aliases.join(","), &spec.aliases.join(","), true);
+    differ(&mut r, "needs", &have.needs.join(","), &spec.needs.join(","), true);
+    r
+}
+
+/// What must change on a firewall: its rules, in place.
+pub fn firewall(spec: &FirewallSpec, actual: &Firewall) -> Vec<Reason> {
+    let text = |rules: &[crate::resource::FirewallRule]| {
+        rules
+            .iter()
+            .map(|r| format!("{}/{:?} from {}", r.port, r.protocol, r.sources.join(" ")).to_lowercase())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut r = Vec::new();
+    differ(&mut r, "rules", &text(&actual.rules), &text(&spec.rules), false);
+    r
+}
+
+/// Long values (the genesis block in base64) are shown by length and a prefix only.
+fn abbreviate(v: &str) -> String {
+    if v.len() <= 80 {
+        v.to_string()
+    } else {
+        format!("{}… ({} bytes)", &v[..v.char_indices().nth(40).map(|(i, _)| i).unwrap_or(40)], v.len())
+    }
+}
