@@ -16,6 +16,7 @@ pub mod network;
 pub mod placement;
 pub mod plan;
 pub mod provider;
+pub mod refresh;
 pub mod render;
 pub mod resource;
 pub mod spec;
