@@ -14,6 +14,17 @@ pub fn is_secret_key(key: &str) -> bool {
     ["TOKEN", "SECRET", "PASSWORD", "PRIVATE", "KEY"].iter().any(|w| k.contains(w))
 }
 
+/// The form a value of `key` is stored and compared in: sensitive values as `sha256:<hex>` (as the
+/// engines' labels keep them), everything else as is. Idempotent.
+pub fn seal(key: &str, value: &str) -> String {
+    if is_secret_key(key) && !value.starts_with("sha256:") {
+        use sha2::{Digest, Sha256};
+        format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
+    } else {
+        value.to_string()
+    }
+}
+
 /// The action implied by a list of reasons: replace if any forces it, update if any, else no-op.
 pub fn action_of(reasons: &[Reason]) -> Action {
     if reasons.iter().any(|r| r.forces_replace) {
@@ -83,7 +94,7 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
     let keys: BTreeSet<&String> = have.env.keys().chain(spec.env.keys()).collect();
     for key in keys {
         let (before, after) = (have.env.get(key), spec.env.get(key));
-        if before != after {
+        if before.map(|v| seal(key, v)) != after.map(|v| seal(key, v)) {
             let show = |v: Option<&String>| {
                 v.map(|v| if is_secret_key(key) { "(sensitive)".to_string() } else { abbreviate(v) })
             };

@@ -359,3 +359,27 @@ fn firewall_opens_docker_tls_only_to_admin_cidrs() {
     let peer = rules.iter().find(|r| r.port == ports::PEER).unwrap();
     assert_eq!(peer.sources, vec!["0.0.0.0/0".to_string()]);
 }
+
+#[test]
+fn sensitive_env_compares_sealed_and_is_never_shown() {
+    let mut net = network(1);
+    net.services[2].env.insert("API_TOKEN".into(), "hunter2".into());
+    let first = plan(&net, &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let mut actual = realize(&first);
+    // Engines keep sensitive values sealed: the converged network must still plan no changes.
+    for o in actual.objects.values_mut() {
+        if let Actual::Container(c) = o
+            && let Some(spec) = &mut c.spec
+            && let Some(v) = spec.env.get_mut("API_TOKEN")
+        {
+            *v = diff::seal("API_TOKEN", v);
+        }
+    }
+    assert!(!plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan.has_changes());
+    net.services[2].env.insert("API_TOKEN".into(), "hunter3".into());
+    let p = plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan;
+    let relay = p.change(&Address::container("relay", 0)).unwrap();
+    let r = relay.reasons.iter().find(|r| r.field == "env.API_TOKEN").unwrap();
+    assert_eq!((r.before.as_deref(), r.after.as_deref()), (Some("(sensitive)"), Some("(sensitive)")));
+    assert!(!crate::render::text(&p, crate::render::Style { color: false }).contains("hunter"));
+}
