@@ -1,0 +1,117 @@
+//! `peerfleet-node`: runs the role named by `NODE_ROLE` (`run`, the default) or checks the local node's
+//! health (`probe`, for the container's health check). Built to be PID 1 of a scratch image.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use peerfleet_node::Config;
+
+const USAGE: &str = "usage: peerfleet-node [run | probe]
+
+  run    run the role from the environment (default)
+  probe  check the local node's health; exit 0 if healthy, 1 if not
+
+environment: NODE_ROLE (genesis|master|relay), CHAIN_ID, and per role
+  genesis: GENESIS_B64, FETCH_PORT (8080)
+  master:  GENESIS_URL, PEER_PORT (26656), STATUS_PORT (26657)
+  relay:   GENESIS_URL, SEEDS (host:port,...), STATUS_PORT (26657)
+  optional: NODE_ID, RUST_LOG";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["run"] => run(),
+        ["probe"] => probe(),
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        ["-V" | "--version"] => {
+            println!("peerfleet-node {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // One thread is plenty for a node's handful of connections and keeps the container small.
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn run() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(peerfleet_node::run(config, termination())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (how container engines stop a container) or SIGINT. As PID 1 the process gets
+/// no default signal handling from the kernel, so without these handlers `docker stop` would wait for
+/// its timeout and then kill.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot handle SIGTERM ({e}); only SIGINT stops the node cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn probe() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            println!("unhealthy: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match runtime() {
+        Ok(runtime) => runtime.block_on(peerfleet_node::probe(&config)),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match result {
+        Ok(()) => {
+            println!("healthy: {} on chain {}", config.role(), config.chain_id);
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            println!("unhealthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
