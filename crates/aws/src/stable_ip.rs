@@ -1,0 +1,193 @@
+//! Stable addresses as Elastic IPs: allocated tagged, associated with the machine hosting genesis or
+//! master, re-associated when that machine is replaced, released on delete.
+//!
+//! A [`StableIp`]'s ID is `<region>/<allocation-id>`: the core's `StableIp` carries no region, and a
+//! delete must know which regional endpoint to call.
+
+use aws_sdk_ec2::types::{Address as ElasticIp, DomainType, ResourceType};
+use peerfleet_core::Address;
+use peerfleet_core::provider::{ErrorKind, ProviderError};
+use peerfleet_core::resource::{Machine, StableIp, StableIpSpec};
+
+use crate::error::{PROVIDER, classify};
+use crate::machines::tag_filter;
+use crate::provider::{AwsProvider, Ec2, invalid};
+use crate::tags;
+
+/// The stable IP ID of an allocation in a region.
+pub fn stable_ip_id(region: &str, allocation_id: &str) -> String {
+    format!("{region}/{allocation_id}")
+}
+
+/// Region and allocation ID of a stable IP ID.
+pub fn parse_stable_ip_id(id: &str) -> Result<(&str, &str), ProviderError> {
+    id.split_once('/')
+        .filter(|(r, a)| !r.is_empty() && !a.is_empty())
+        .ok_or_else(|| invalid(format!("`{id}` is not an AWS stable IP ID (REGION/ALLOCATION-ID)")))
+}
+
+fn stable_ip_from(address: &ElasticIp, region: &str) -> Option<StableIp> {
+    let map = tags::to_map(address.tags());
+    let owner = map.get(tags::ADDRESS)?.parse::<Address>().ok()?;
+    if !matches!(owner, Address::StableIp { .. }) {
+        return None;
+    }
+    Some(StableIp {
+        id: stable_ip_id(region, address.allocation_id()?),
+        address: owner,
+        ip: address.public_ip()?.to_string(),
+        machine_id: address.instance_id().map(str::to_string),
+    })
+}
+
+/// The network's Elastic IPs in one region (`DescribeAddresses` is not paginated).
+pub(crate) async fn list(ec2: &Ec2, network: &str) -> Result<Vec<StableIp>, ProviderError> {
+    describe(ec2, vec![tag_filter(tags::NETWORK, network)]).await
+}
+
+async fn describe(
+    ec2: &Ec2,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> Result<Vec<StableIp>, ProviderError> {
+    let out = ec2
+        .client
+        .describe_addresses()
+        .set_filters(Some(filters))
+        .send()
+        .await
+        .map_err(|e| classify("DescribeAddresses", &ec2.target, e))?;
+    Ok(out.addresses().iter().filter_map(|a| stable_ip_from(a, &ec2.target.region)).collect())
+}
+
+impl AwsProvider {
+    pub(crate) async fn allocate_ip(
+        &self,
+        spec: &StableIpSpec,
+        machine: &Machine,
+    ) -> Result<StableIp, ProviderError> {
+        let ec2 = self.ec2(&spec.region).await;
+        // AllocateAddress has no client token: after a crash the address may exist already, so look
+        // for it by its ownership tags before allocating another.
+        let existing = describe(
+            &ec2,
+            vec![
+                tag_filter(tags::NETWORK, &spec.network),
+                tag_filter(tags::ADDRESS, &spec.address.to_string()),
+            ],
+        )
+        .await?
+        .into_iter()
+        .next();
+        let ip = match existing {
+            Some(ip) => ip,
+            None => {
+                let name = format!("{}-{}", spec.network, spec.address.slug());
+                let out = ec2
+                    .client
+                    .allocate_address()
+                    .domain(DomainType::Vpc)
+                    .set_tag_specifications(Some(tags::specifications(
+                        &[ResourceType::ElasticIp],
+                        &tags::object_tags(&spec.network, &spec.address, &name),
+                    )))
+                    .send()
+                    .await
+                    .map_err(|e| classify("AllocateAddress", &ec2.target, e))?;
+                let (Some(allocation), Some(public_ip)) = (out.allocation_id(), out.public_ip()) else {
+                    return Err(ProviderError::new(
+                        ErrorKind::Transient,
+                        PROVIDER,
+                        "AllocateAddress returned no allocation ID or address",
+                    ));
+                };
+                StableIp {
+                    id: stable_ip_id(&spec.region, allocation),
+                    address: spec.address.clone(),
+                    ip: public_ip.to_string(),
+                    machine_id: None,
+                }
+            }
+        };
+        self.associate(&ec2, ip, machine).await
+    }
+
+    pub(crate) async fn associate_ip(
+        &self,
+        current: &StableIp,
+        machine: &Machine,
+    ) -> Result<StableIp, ProviderError> {
+        let (region, _) = parse_stable_ip_id(&current.id)?;
+        if region != machine.region {
+            return Err(invalid(format!(
+                "{} is in {region} and cannot be attached to {} in {}",
+                current.address, machine.address, machine.region
+            )));
+        }
+        let ec2 = self.ec2(region).await;
+        self.associate(&ec2, current.clone(), machine).await
+    }
+
+    async fn associate(&self, ec2: &Ec2, ip: StableIp, machine: &Machine) -> Result<StableIp, ProviderError> {
+        if ip.machine_id.as_deref() == Some(machine.id.as_str()) {
+            return Ok(ip);
+        }
+        let (_, allocation) = parse_stable_ip_id(&ip.id)?;
+        self.wait_running(ec2, machine).await?;
+        ec2.client
+            .associate_address()
+            .allocation_id(allocation)
+            .instance_id(&machine.id)
+            // Re-pointing the address from a replaced machine to its successor is the whole point.
+            .allow_reassociation(true)
+            .send()
+            .await
+            .map_err(|e| classify("AssociateAddress", &ec2.target, e))?;
+        Ok(StableIp { machine_id: Some(machine.id.clone()), ..ip })
+    }
+
+    pub(crate) async fn release_ip(&self, current: &StableIp) -> Result<(), ProviderError> {
+        let (region, allocation) = parse_stable_ip_id(&current.id)?;
+        let ec2 = self.ec2(region).await;
+        let found = match ec2.client.describe_addresses().allocation_ids(allocation).send().await {
+            Ok(out) => out.addresses().first().cloned(),
+            Err(e) => {
+                let e = classify("DescribeAddresses", &ec2.target, e);
+                if e.kind == ErrorKind::NotFound {
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        };
+        let Some(found) = found else { return Ok(()) };
+        if let Some(association) = found.association_id()
+            && let Err(e) = ec2.client.disassociate_address().association_id(association).send().await
+        {
+            let e = classify("DisassociateAddress", &ec2.target, e);
+            if e.kind != ErrorKind::NotFound {
+                return Err(e);
+            }
+        }
+        match ec2.client.release_address().allocation_id(allocation).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = classify("ReleaseAddress", &ec2.target, e);
+                if e.kind == ErrorKind::NotFound { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ip_ids_carry_their_region() {
+        let id = stable_ip_id("cn-north-1", "eipalloc-0abc");
+        assert_eq!(id, "cn-north-1/eipalloc-0abc");
+        assert_eq!(parse_stable_ip_id(&id).ok(), Some(("cn-north-1", "eipalloc-0abc")));
+        for bad in ["eipalloc-0abc", "/eipalloc", "us-east-1/"] {
+            assert!(parse_stable_ip_id(bad).is_err(), "{bad}");
+        }
+    }
+}
