@@ -42,3 +42,5 @@ pub use machines::CLIENT_TOKEN_MAX;
 pub use provider::AwsProvider;
 pub use settings::{AwsSettings, ImageLookup, Partition, RetryPolicy, Waits};
 pub use stable_ip::{parse_stable_ip_id, stable_ip_id};
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,385 @@
+//! A fault layer in front of moto: a small HTTP/1.1 proxy on loopback that records every EC2 request
+//! and can answer chosen ones with an EC2 error instead of forwarding them.
+//!
+//! moto ignores `ClientToken` and never throttles, so the behaviour that depends on both is checked
+//! here: the proxy sees each request's action, region, `ClientToken` and `TagSpecification` parameters;
+//! it can throttle the first N requests of an action the way EC2 does (HTTP 503,
+//! `RequestLimitExceeded`); and it can honour client tokens the way EC2 does (a repeated
+//! `RunInstances` token gets the first response again, nothing new is launched).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Largest request or response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What the proxy answers instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// EC2's throttling answer: HTTP 503, `RequestLimitExceeded`.
+    Throttle,
+    /// Any EC2 error.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// EC2 error code.
+        code: String,
+    },
+}
+
+impl Fault {
+    fn status(&self) -> u16 {
+        match self {
+            Fault::Throttle => 503,
+            Fault::Error { status, .. } => *status,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Fault::Throttle => "RequestLimitExceeded",
+            Fault::Error { code, .. } => code,
+        }
+    }
+}
+
+/// One request the proxy saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The EC2 action (`RunInstances`).
+    pub action: String,
+    /// The region from the request's SigV4 credential scope.
+    pub region: Option<String>,
+    /// Every form parameter (`ClientToken`, `TagSpecification.1.ResourceType`, ...).
+    pub params: BTreeMap<String, String>,
+    /// The status the client got.
+    pub status: u16,
+    /// Answered by the proxy (a fault, or a replayed client token) rather than by moto.
+    pub answered_by_proxy: bool,
+}
+
+impl Recorded {
+    /// The request's `ClientToken`, if it had one.
+    pub fn client_token(&self) -> Option<&str> {
+        self.params.get("ClientToken").map(String::as_str)
+    }
+
+    /// The (resource type, tags) of each `TagSpecification` the request carried.
+    pub fn tag_specifications(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let Some(kind) = self.params.get(&format!("TagSpecification.{n}.ResourceType")) else { break };
+            let mut tags = BTreeMap::new();
+            for m in 1.. {
+                let Some(key) = self.params.get(&format!("TagSpecification.{n}.Tag.{m}.Key")) else { break };
+                let value = self
+                    .params
+                    .get(&format!("TagSpecification.{n}.Tag.{m}.Value"))
+                    .cloned()
+                    .unwrap_or_default();
+                tags.insert(key.clone(), value);
+            }
+            out.push((kind.clone(), tags));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    log: Vec<Recorded>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    honour_tokens: bool,
+    tokens: HashMap<String, Vec<u8>>,
+    fault_count: u64,
+}
+
+/// The proxy. Stops when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port that forwards to `upstream` (moto), on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(client, upstream, state).await {
+                        tracing::debug!(error = %e, "fault proxy connection ended");
+                    }
+                });
+            }
+        });
+        Ok(FaultProxy { addr, state, task })
+    }
+
+    /// Its endpoint URL, for [`crate::AwsSettings::endpoint_url`].
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Every request seen so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().log.clone()
+    }
+
+    /// The requests of one action.
+    pub fn requests_of(&self, action: &str) -> Vec<Recorded> {
+        self.lock().log.iter().filter(|r| r.action == action).cloned().collect()
+    }
+
+    /// How many requests of `action` were seen (faulted ones included).
+    pub fn count(&self, action: &str) -> usize {
+        self.lock().log.iter().filter(|r| r.action == action).count()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Answers the next `times` requests of `action` with `fault`.
+    pub fn fail(&self, action: &str, times: usize, fault: Fault) {
+        let mut state = self.lock();
+        let queue = state.faults.entry(action.to_string()).or_default();
+        queue.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Makes `RunInstances` honour `ClientToken` as EC2 does: a token seen in a successful launch gets
+    /// that launch's response again, without forwarding.
+    pub fn honour_client_tokens(&self, on: bool) {
+        self.lock().honour_tokens = on;
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panicking test thread may poison the lock; the recorded data is still what was seen.
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A parsed HTTP message: head lines and body.
+struct Message {
+    start: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The message with its framing rewritten: a fixed `Content-Length`, and `connection`.
+    fn encode(&self, connection: &str) -> Vec<u8> {
+        let mut out = format!("{}\r\n", self.start);
+        for (k, v) in &self.headers {
+            if ["content-length", "transfer-encoding", "connection", "keep-alive"]
+                .iter()
+                .any(|h| k.eq_ignore_ascii_case(h))
+            {
+                continue;
+            }
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\nConnection: {connection}\r\n\r\n", self.body.len()));
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// Reads one message whose body is framed by `Content-Length` (or, for `to_eof`, by the end of the
+/// stream). `Ok(None)` at a clean end of stream before any byte.
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    to_eof: bool,
+) -> io::Result<Option<Message>> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(io::Error::other("HTTP head too large"));
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(io::Error::other("truncated HTTP head")) };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    buf.drain(..head_end + 4);
+    let mut lines = head.split("\r\n");
+    let start = lines.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut message = Message { start, headers, body: Vec::new() };
+    if message.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return Err(io::Error::other("chunked bodies are not supported by the fault proxy"));
+    }
+    match message.header("content-length").map(|v| v.parse::<usize>()) {
+        Some(Ok(len)) => {
+            while buf.len() < len {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(io::Error::other("truncated HTTP body"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            message.body = buf.drain(..len).collect();
+        }
+        Some(Err(_)) => return Err(io::Error::other("bad Content-Length")),
+        None if to_eof => {
+            stream.read_to_end(buf).await?;
+            message.body = std::mem::take(buf);
+        }
+        None => {}
+    }
+    Ok(Some(message))
+}
+
+/// The region in a SigV4 `Authorization` header's credential scope.
+fn region_of(authorization: &str) -> Option<String> {
+    let scope = authorization.split("Credential=").nth(1)?;
+    scope.split(['/', ',']).nth(2).map(str::to_string)
+}
+
+fn error_response(fault: &Fault, request_id: &str) -> Message {
+    let reason = if fault.status() == 503 { "Service Unavailable" } else { "Error" };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>injected by \
+         the peerfleet fault proxy</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>",
+        fault.code()
+    );
+    Message {
+        start: format!("HTTP/1.1 {} {reason}", fault.status()),
+        headers: vec![("Content-Type".into(), "text/xml;charset=UTF-8".into())],
+        body: body.into_bytes(),
+    }
+}
+
+fn status_of(response: &Message) -> u16 {
+    response.start.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Serves one client connection (keep-alive): each request is faulted, replayed or forwarded.
+async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<State>>) -> io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(request) = read_message(&mut client, &mut buf, false).await? {
+        let params: BTreeMap<String, String> =
+            form_urlencoded::parse(&request.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let action = params.get("Action").cloned().unwrap_or_default();
+        let region = request.header("authorization").and_then(region_of);
+        let token = params.get("ClientToken").cloned().filter(|_| action == "RunInstances");
+
+        let canned = {
+            let mut s = lock(&state);
+            if let Some(fault) = s.faults.get_mut(&action).and_then(VecDeque::pop_front) {
+                s.fault_count += 1;
+                Some(error_response(&fault, &format!("peerfleet-fault-{}", s.fault_count)))
+            } else {
+                let replay = token.as_ref().filter(|_| s.honour_tokens).and_then(|t| s.tokens.get(t));
+                replay.map(|body| Message {
+                    start: "HTTP/1.1 200 OK".into(),
+                    headers: vec![("Content-Type".into(), "text/xml;charset=UTF-8".into())],
+                    body: body.clone(),
+                })
+            }
+        };
+        let (response, by_proxy) = match canned {
+            Some(r) => (r, true),
+            None => (forward(&request, upstream).await?, false),
+        };
+        let status = status_of(&response);
+        {
+            let mut s = lock(&state);
+            if let (Some(t), false, 200) = (&token, by_proxy, status) {
+                s.tokens.entry(t.clone()).or_insert_with(|| response.body.clone());
+            }
+            s.log.push(Recorded { action, region, params, status, answered_by_proxy: by_proxy });
+        }
+        client.write_all(&response.encode("keep-alive")).await?;
+    }
+    Ok(())
+}
+
+/// Sends the request to moto on a fresh connection and reads the whole response.
+async fn forward(request: &Message, upstream: SocketAddr) -> io::Result<Message> {
+    let mut conn = TcpStream::connect(upstream).await?;
+    conn.write_all(&request.encode("close")).await?;
+    let mut buf = Vec::new();
+    read_message(&mut conn, &mut buf, true)
+        .await?
+        .ok_or_else(|| io::Error::other("moto closed without answering"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_comes_from_the_credential_scope() {
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20250101/cn-north-1/ec2/aws4_request, SignedHeaders=host, Signature=x";
+        assert_eq!(region_of(auth).as_deref(), Some("cn-north-1"));
+        assert_eq!(region_of("Bearer x"), None);
+    }
+
+    #[test]
+    fn tag_specifications_are_read_from_form_parameters() {
+        let params: BTreeMap<String, String> = [
+            ("TagSpecification.1.ResourceType", "instance"),
+            ("TagSpecification.1.Tag.1.Key", "peerfleet:network"),
+            ("TagSpecification.1.Tag.1.Value", "n"),
+            ("TagSpecification.1.Tag.2.Key", "peer_cluster"),
+            ("TagSpecification.2.ResourceType", "volume"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = Recorded {
+            action: "RunInstances".into(),
+            region: None,
+            params,
+            status: 200,
+            answered_by_proxy: false,
+        };
+        let specs = r.tag_specifications();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].1.get("peer_cluster").map(String::as_str), Some(""));
+        assert_eq!(specs[1], ("volume".to_string(), BTreeMap::new()));
+    }
+}
