@@ -71,6 +71,9 @@ pub(crate) fn validate(
     }
 }
 
+/// Names already declared, with the path and span of their first declaration.
+type Seen = BTreeMap<String, (String, Option<Range<usize>>)>;
+
 struct Checker<'a> {
     origin: Origin<'a>,
     errors: Vec<SpecError>,
@@ -182,14 +185,16 @@ impl Checker<'_> {
         name: &Option<Located<String>>,
         table: &Option<Range<usize>>,
         path: &str,
-        seen: &mut BTreeMap<String, String>,
+        seen: &mut Seen,
     ) -> Option<String> {
         let name = self.required(name, table, path)?;
-        if let Some(first) = seen.get(&name.value) {
-            let kind = SpecErrorKind::Duplicate { what, name: name.value.clone(), first: first.clone() };
+        if let Some((first_path, first_span)) = seen.get(&name.value) {
+            // Described only now: locating a span scans the text, too slow to do for every name.
+            let first = self.origin.describe(first_span.clone(), first_path);
+            let kind = SpecErrorKind::Duplicate { what, name: name.value.clone(), first };
             self.report(name.span.clone(), path, kind);
         } else {
-            seen.insert(name.value.clone(), self.origin.describe(name.span.clone(), path));
+            seen.insert(name.value.clone(), (path.to_string(), name.span.clone()));
         }
         self.name(name, path)
     }
@@ -208,7 +213,7 @@ impl Checker<'_> {
         c: &RawCluster,
         table: &Option<Range<usize>>,
         at: &str,
-        seen: &mut BTreeMap<String, String>,
+        seen: &mut Seen,
     ) -> Option<Cluster> {
         let path = |key: &str| format!("{at}.{key}");
         let name = self.entry_name("cluster", &c.name, table, &path("name"), seen);
@@ -327,7 +332,7 @@ impl Checker<'_> {
         s: &RawService,
         table: &Option<Range<usize>>,
         at: &str,
-        seen: &mut BTreeMap<String, String>,
+        seen: &mut Seen,
         clusters: Option<&[&Cluster]>,
     ) -> Option<Service> {
         let path = |key: &str| format!("{at}.{key}");
