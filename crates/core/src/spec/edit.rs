@@ -197,6 +197,20 @@ mod tests {
     }
 
     #[test]
+    fn an_inserted_key_stays_in_its_service_before_a_subtable() {
+        let (_dir, spec) = workspace("nine_regions_local.toml");
+        // The relay service is the file's last table, so this health table is the relay's.
+        let text = fs::read_to_string(&spec).unwrap().replace("containers = 9\n", "")
+            + "\n# how relays report health\n[services.health]\ncommand = [\"/probe\"]\n";
+        fs::write(&spec, &text).unwrap();
+        set_containers(&spec, "relay", 4).unwrap();
+        let after = fs::read_to_string(&spec).unwrap();
+        let at = after.rfind("[services.health]").unwrap();
+        assert!(after[..at].ends_with("containers = 4\n\n# how relays report health\n"), "{after}");
+        assert_eq!(crate::spec::load(&spec).unwrap().service("relay").unwrap().containers, 4);
+    }
+
+    #[test]
     fn set_containers_edits_inline_service_tables_too() {
         let (dir, _) = workspace("nine_regions_local.toml");
         let spec = dir.path().join("inline.toml");
