@@ -1,1 +1,7 @@
-fn main() {}
+//! The `peerfleet` command-line tool. See `docs/cli.md`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

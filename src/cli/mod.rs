@@ -1,0 +1,443 @@
+//! The `peerfleet` command: argument parsing, confirmation, output, exit codes. Everything that
+//! touches infrastructure goes through the library's [`peerfleet::Deployment`].
+
+mod args;
+mod progress;
+mod show;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use peerfleet::core::executor::{ApplyOutcome, Interrupt, InterruptLevel};
+use peerfleet::core::network::{ChainId, Network};
+use peerfleet::core::plan::{Layer, Plan};
+use peerfleet::core::render::{self, Style};
+use peerfleet::core::spec;
+use peerfleet::core::state::{self, default_state_path};
+use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
+
+use args::{
+    ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, OnlyLayer, PlanArgs, ScaleArgs, ShowArgs, StateArgs,
+};
+
+/// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{} {e:#}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => {
+            "peerfleet=debug,peerfleet_core=debug,peerfleet_docker=debug,peerfleet_aws=debug,peerfleet_digitalocean=debug,info"
+        }
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Validate(a) => validate(&a.file),
+        Command::Plan(a) => plan(a).await,
+        Command::Apply(a) => apply(a).await,
+        Command::Destroy(a) => destroy(a).await,
+        Command::Show(a) => show(a).await,
+        Command::Graph(a) => graph(a).await,
+        Command::Scale(a) => scale(a).await,
+        Command::ForceUnlock(a) => force_unlock(a),
+        Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> Result<Network> {
+    // Spec errors carry file, line, column and field; print them as they are.
+    spec::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+fn deployment(target: &StateArgs) -> Result<Deployment> {
+    let network = load(&target.spec.file)?;
+    let state = target.state.clone().unwrap_or_else(|| default_state_path(&target.spec.file, &network.name));
+    Ok(Deployment::new(network, state))
+}
+
+fn layer(only: Option<OnlyLayer>) -> Option<Layer> {
+    only.map(|o| match o {
+        OnlyLayer::Machines => Layer::Machines,
+        OnlyLayer::Containers => Layer::Containers,
+    })
+}
+
+fn chain_arg(s: &Option<String>) -> Result<Option<ChainId>> {
+    s.as_deref()
+        .map(|s| {
+            ChainId::parse(s)
+                .ok_or_else(|| anyhow!("--replace-genesis: expected a chain ID (64 hex digits), found {s:?}"))
+        })
+        .transpose()
+}
+
+fn stdout_style() -> Style {
+    Style::detect(std::io::stdout().is_terminal())
+}
+
+fn warn_all(prepared: &Prepared) {
+    for w in &prepared.planned.warnings {
+        eprintln!("Warning: {w}");
+    }
+}
+
+fn validate(file: &Path) -> Result<u8> {
+    let n = load(file)?;
+    let nodes: u32 = n.clusters.iter().map(|c| c.nodes).sum();
+    let containers: u32 = n.services.iter().map(|s| s.containers).sum();
+    println!(
+        "{} is valid: network `{}`, {} clusters ({nodes} nodes), {} services ({containers} containers), chain {}",
+        file.display(),
+        n.name,
+        n.clusters.len(),
+        n.services.len(),
+        n.chain.id
+    );
+    Ok(0)
+}
+
+async fn plan(a: PlanArgs) -> Result<u8> {
+    let d = deployment(&a.planning.target)?;
+    let request = PlanRequest {
+        only: layer(a.planning.only),
+        no_refresh: !a.refresh,
+        destroy: false,
+        replace_genesis: chain_arg(&a.planning.replace_genesis)?,
+    };
+    let prepared = d.plan(&request).await?;
+    warn_all(&prepared);
+    let plan = &prepared.planned.plan;
+    if a.json {
+        println!("{}", render::json(plan));
+    } else {
+        print!("{}", render::text(plan, stdout_style()));
+    }
+    if let Some(out) = &a.out {
+        write_plan(out, plan)?;
+        if !a.json {
+            println!(
+                "\nSaved the plan to {}. Apply exactly it with: peerfleet apply -f {} {}",
+                out.display(),
+                a.planning.target.spec.file.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(if a.detailed_exitcode && plan.has_changes() { 2 } else { 0 })
+}
+
+fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(&peerfleet::deploy::sealed(plan))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn read_plan(path: &Path) -> Result<Plan> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading the plan file {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a peerfleet plan file", path.display()))
+}
+
+/// The confirmation rules of apply/destroy/scale: `--auto-approve`, or "yes" typed on a terminal.
+fn confirmer(
+    auto_approve: bool,
+    json: bool,
+    what: &'static str,
+) -> Result<impl FnMut(&Prepared) -> bool + Send> {
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!("{what} needs confirmation, and there is no terminal to ask on: re-run with --auto-approve");
+    }
+    Ok(move |prepared: &Prepared| {
+        warn_all(prepared);
+        let plan = &prepared.planned.plan;
+        if json {
+            println!("{}", render::json(plan));
+        } else {
+            print!("{}", render::text(plan, stdout_style()));
+        }
+        if auto_approve {
+            return true;
+        }
+        print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+    })
+}
+
+/// Ctrl-C: the first stops scheduling, the second aborts in-flight steps.
+fn watch_interrupts() -> Interrupt {
+    let interrupt = Interrupt::new();
+    let handle = interrupt.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            match handle.escalate() {
+                InterruptLevel::StopScheduling => {
+                    eprintln!(
+                        "\nInterrupted: finishing the steps in flight, starting nothing new (Ctrl-C again to abort them)."
+                    )
+                }
+                _ => eprintln!(
+                    "\nAborting the steps in flight; their intents are saved, so the next apply picks them up."
+                ),
+            }
+        }
+    });
+    interrupt
+}
+
+async fn run_apply(
+    d: &Deployment,
+    request: ApplyRequest,
+    auto_approve: bool,
+    json: bool,
+    what: &'static str,
+) -> Result<u8> {
+    let mut confirm = confirmer(auto_approve, json, what)?;
+    let progress = std::sync::OnceLock::new();
+    let reporter = LazyProgress { progress: &progress, json };
+    let applied = d.apply(&request, &mut confirm, &reporter, watch_interrupts()).await?;
+    if let Some(p) = progress.get() {
+        p.finish();
+    }
+    match applied {
+        Applied::NothingToDo(prepared) => {
+            warn_all(&prepared);
+            if json {
+                println!("{}", render::json(&prepared.planned.plan));
+            } else {
+                println!("No changes. Network `{}` matches its spec.", prepared.planned.plan.network);
+            }
+            Ok(0)
+        }
+        Applied::Declined(_) => {
+            eprintln!("{what} cancelled: nothing was changed.");
+            Ok(1)
+        }
+        Applied::Ran(prepared, outcome) => report(&prepared, &outcome, json, what),
+    }
+}
+
+/// Creates the progress display on the first event, once the plan is confirmed.
+struct LazyProgress<'a> {
+    progress: &'a std::sync::OnceLock<progress::Progress>,
+    json: bool,
+}
+
+impl peerfleet::core::executor::Reporter for LazyProgress<'_> {
+    fn event(&self, event: &peerfleet::core::executor::ApplyEvent) {
+        let terminal = std::io::stderr().is_terminal() && !self.json;
+        self.progress.get_or_init(|| progress::Progress::new(terminal, 0)).event(event);
+    }
+}
+
+fn report(prepared: &Prepared, outcome: &ApplyOutcome, json: bool, what: &str) -> Result<u8> {
+    let plan = &prepared.planned.plan;
+    if json {
+        let doc = serde_json::json!({
+            "network": plan.network,
+            "chain_id": plan.chain_id.as_str(),
+            "succeeded": outcome.succeeded.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "failed": outcome.failed.iter().map(|(a, e)| serde_json::json!({"address": a.to_string(), "error": e.to_string()})).collect::<Vec<_>>(),
+            "skipped": outcome.skipped.iter().map(|(a, b)| serde_json::json!({"address": a.to_string(), "because": b.to_string()})).collect::<Vec<_>>(),
+            "not_started": outcome.not_started.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "interrupted": outcome.interrupted,
+            "success": outcome.is_success(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let s = plan.summary();
+        if outcome.is_success() {
+            println!(
+                "\n{} complete! {} added, {} changed, {} replaced, {} destroyed. Chain {}.",
+                capitalize(what),
+                s.create,
+                s.update,
+                s.replace,
+                s.delete,
+                plan.chain_id
+            );
+        } else {
+            eprintln!(
+                "\n{} did not complete: {} of {} steps succeeded.",
+                capitalize(what),
+                outcome.succeeded.len(),
+                plan.changes.len()
+            );
+            for (address, error) in &outcome.failed {
+                eprintln!("  ✗ {address}: {error}");
+            }
+            if !outcome.skipped.is_empty() {
+                eprintln!(
+                    "  {} step(s) skipped because a step they depend on failed.",
+                    outcome.skipped.len()
+                );
+            }
+            if outcome.interrupted {
+                eprintln!(
+                    "  Interrupted: {} step(s) not started. Run apply again to continue.",
+                    outcome.not_started.len()
+                );
+            }
+            if let Some(e) = &outcome.state_error {
+                eprintln!("  The state could not be saved: {e}");
+            }
+        }
+    }
+    Ok(if outcome.is_success() { 0 } else { 1 })
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+async fn apply(a: ApplyArgs) -> Result<u8> {
+    let d = deployment(&a.planning.target)?;
+    let saved = a.plan_file.as_deref().map(read_plan).transpose()?;
+    if let Some(p) = &saved
+        && p.network != d.network().name
+    {
+        bail!(
+            "the plan file is for network `{}`, but {} declares `{}`",
+            p.network,
+            a.planning.target.spec.file.display(),
+            d.network().name
+        );
+    }
+    let request = ApplyRequest {
+        plan: PlanRequest {
+            only: saved.as_ref().map(|p| p.only).unwrap_or(layer(a.planning.only)),
+            no_refresh: false,
+            destroy: false,
+            replace_genesis: chain_arg(&a.planning.replace_genesis)?,
+        },
+        // A saved plan was already reviewed: it runs without asking again, like Terraform's.
+        saved,
+        parallelism: a.parallelism as usize,
+        lock_timeout: Duration::from_secs(a.lock_timeout),
+    };
+    let auto = a.auto_approve || request.saved.is_some();
+    run_apply(&d, request, auto, a.json, "apply").await
+}
+
+async fn destroy(a: DestroyArgs) -> Result<u8> {
+    let d = deployment(&a.target)?;
+    let request = ApplyRequest {
+        plan: PlanRequest {
+            destroy: true,
+            replace_genesis: chain_arg(&a.replace_genesis)?,
+            ..PlanRequest::default()
+        },
+        saved: None,
+        parallelism: a.parallelism as usize,
+        lock_timeout: Duration::from_secs(a.lock_timeout),
+    };
+    run_apply(&d, request, a.auto_approve, false, "destroy").await
+}
+
+async fn show(a: ShowArgs) -> Result<u8> {
+    let d = deployment(&a.target)?;
+    let prepared = d.plan(&PlanRequest { no_refresh: !a.refresh, ..PlanRequest::default() }).await?;
+    if a.json {
+        println!("{}", show::json(&prepared));
+    } else {
+        print!("{}", show::text(&prepared));
+    }
+    Ok(0)
+}
+
+async fn graph(a: StateArgs) -> Result<u8> {
+    let d = deployment(&a)?;
+    let prepared = d.plan(&PlanRequest::default()).await?;
+    print!("{}", render::dot(&prepared.planned.plan));
+    Ok(0)
+}
+
+async fn scale(a: ScaleArgs) -> Result<u8> {
+    let file = &a.target.spec.file;
+    // Check everything that can be checked before the file is touched.
+    let _ = confirmer(a.auto_approve, false, "scale")?;
+    let scaled = spec::edit::set_containers(file, &a.service, a.containers).map_err(|e| anyhow!("{e}"))?;
+    eprintln!("{}: service `{}` containers {} → {}", file.display(), a.service, scaled.before, scaled.after);
+    let state = a.target.state.clone().unwrap_or_else(|| default_state_path(file, &scaled.network.name));
+    let d = Deployment::new(scaled.network, state);
+    let request = ApplyRequest { parallelism: a.parallelism as usize, ..ApplyRequest::default() };
+    let result = run_apply(&d, request, a.auto_approve, false, "scale").await;
+    // Declined or failed before anything ran: put the count back, so the file still says what runs.
+    let ran = matches!(&result, Ok(0));
+    if !ran && scaled.before != scaled.after && matches!(result, Ok(1) | Err(_)) {
+        if let Err(e) = spec::edit::set_containers(file, &a.service, scaled.before) {
+            eprintln!("Warning: could not restore containers = {} in {}: {e}", scaled.before, file.display());
+        } else {
+            eprintln!(
+                "{}: restored containers = {} (the scale did not complete).",
+                file.display(),
+                scaled.before
+            );
+        }
+    }
+    result
+}
+
+fn force_unlock(a: StateArgs) -> Result<u8> {
+    let network = load(&a.spec.file)?;
+    let path = a.state.clone().unwrap_or_else(|| default_state_path(&a.spec.file, &network.name));
+    match state::force_unlock(&path)? {
+        Some(holder) => println!("Removed the lock of {} held by {holder}.", path.display()),
+        None => println!("{} is not locked.", path.display()),
+    }
+    Ok(0)
+}
+
+fn genesis_new(name: &str, out: Option<&Path>) -> Result<u8> {
+    let bytes = peerfleet::node::genesis::new_genesis(name);
+    let id = ChainId::of(&bytes);
+    match out {
+        Some(path) => {
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(path).with_context(|| {
+                    format!("creating {} (an existing genesis file is never overwritten)", path.display())
+                })?;
+            f.write_all(&bytes)?;
+            eprintln!("Wrote {} — chain ID {id}", path.display());
+        }
+        None => {
+            std::io::stdout().write_all(&bytes)?;
+            eprintln!("chain ID {id}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,356 @@
+//! The whole workflow as a library: refresh → plan → (confirm) → apply, holding the state lock.
+//!
+//! Everything the CLI does with infrastructure goes through [`Deployment`], so embedding tools get the
+//! same guarantees: a plan is data, apply executes exactly it, a stale plan is refused, and the state
+//! lock is held from the refresh that a plan is based on until the apply that executes it.
+
+use std::path::PathBuf;
+
+use peerfleet_core::actual::ActualState;
+use peerfleet_core::executor::{self, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, Reporter};
+use peerfleet_core::network::{ChainId, Network};
+use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Planned};
+use peerfleet_core::refresh::{self, RefreshError};
+use peerfleet_core::resource::{Actual, Desired};
+use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError};
+
+use crate::connect::{self, ConnectError, ConnectOptions, Connected};
+
+/// What to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// Restrict to one layer.
+    pub only: Option<Layer>,
+    /// Plan against what state remembers, without asking providers.
+    pub no_refresh: bool,
+    /// Plan the removal of everything.
+    pub destroy: bool,
+    /// The current chain ID, to allow replacing or destroying the genesis server.
+    pub replace_genesis: Option<ChainId>,
+}
+
+/// A plan with what it was computed from.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The plan, warnings and placement.
+    pub planned: Planned,
+    /// The state it was planned against.
+    pub state: State,
+    /// What refresh found (or what state remembered).
+    pub actual: ActualState,
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// What to plan.
+    pub plan: PlanRequest,
+    /// A saved plan (from `plan --out`) that must still hold; it is executed exactly.
+    pub saved: Option<Plan>,
+    /// Steps at once.
+    pub parallelism: usize,
+    /// How long to wait for another run's lock.
+    pub lock_timeout: std::time::Duration,
+}
+
+impl Default for ApplyRequest {
+    fn default() -> Self {
+        ApplyRequest {
+            plan: PlanRequest::default(),
+            saved: None,
+            parallelism: 10,
+            lock_timeout: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub enum Applied {
+    /// The plan had no changes: nothing ran.
+    NothingToDo(Box<Prepared>),
+    /// The person (or the confirmation callback) declined.
+    Declined(Box<Prepared>),
+    /// The plan ran; see the outcome for failures.
+    Ran(Box<Prepared>, Box<ApplyOutcome>),
+}
+
+/// Why the workflow stopped before changing anything.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// State could not be read, written or locked.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Providers could not be built.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Refresh failed.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+    /// No plan could be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The executor refused to start.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// A saved plan no longer matches what exists.
+    #[error("the saved plan is stale: {0}. Run `peerfleet plan` again")]
+    Stale(String),
+}
+
+/// One network, its state file, and how to reach its providers.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    network: Network,
+    store: LocalStateFile,
+    connect: ConnectOptions,
+}
+
+impl Deployment {
+    /// A deployment of `network` whose state lives at `state_path`.
+    pub fn new(network: Network, state_path: impl Into<PathBuf>) -> Self {
+        Deployment { network, store: LocalStateFile::new(state_path), connect: ConnectOptions::default() }
+    }
+
+    /// Lets the node binary be built with `cargo build -p peerfleet-node` in `dir` when it is not
+    /// installed beside the running executable (examples run from the source tree pass theirs).
+    pub fn with_workspace(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.connect.workspace_dir = Some(dir.into());
+        self
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &LocalStateFile {
+        &self.store
+    }
+
+    fn connect_options(&self, only: Option<Layer>) -> ConnectOptions {
+        ConnectOptions { containers: only != Some(Layer::Machines), ..self.connect.clone() }
+    }
+
+    /// Builds the providers this deployment needs, against `state`.
+    pub async fn connect(&self, state: &State, only: Option<Layer>) -> Result<Connected, DeployError> {
+        Ok(connect::connect(&self.network, state, &self.connect_options(only)).await?)
+    }
+
+    /// Plans without locking (a read-only look, like `peerfleet plan`).
+    pub async fn plan(&self, request: &PlanRequest) -> Result<Prepared, DeployError> {
+        let state = self.store.load().await?;
+        let connected =
+            if request.no_refresh { None } else { Some(self.connect(&state, request.only).await?) };
+        self.plan_with(state, connected.as_ref(), request).await
+    }
+
+    async fn plan_with(
+        &self,
+        state: State,
+        connected: Option<&Connected>,
+        request: &PlanRequest,
+    ) -> Result<Prepared, DeployError> {
+        let remembered: Vec<Actual> = state.resources.values().cloned().collect();
+        let actual = match connected {
+            Some(c) => refresh::refresh(&self.network, &c.providers, &remembered, request.only).await?,
+            None => {
+                let mut actual = ActualState::default();
+                remembered.into_iter().for_each(|o| actual.insert(o));
+                actual.containers_listed = true;
+                actual
+            }
+        };
+        let reference_image = match connected.and_then(|c| c.reference_image.as_ref()) {
+            Some(image) => Some(image.tag.clone()),
+            // Without a node binary at hand, plan against the image the containers already run, so a
+            // read-only plan does not report every container as changed.
+            None => reference_tag_in_use(&actual),
+        };
+        let options = PlanOptions {
+            only: request.only,
+            destroy: request.destroy,
+            replace_genesis: request.replace_genesis.clone(),
+            reference_image,
+            refreshed: connected.is_some(),
+        };
+        let planned = plan::plan(&self.network, &actual, &memory_of(&state), &options)?;
+        Ok(Prepared { planned, state, actual })
+    }
+
+    /// Locks the state, refreshes, plans, asks `confirm` (when the plan has changes), and applies.
+    ///
+    /// With `request.saved`, the saved plan must still hold: the state is the version it was made from
+    /// and a fresh plan is identical to it; otherwise nothing runs ([`DeployError::Stale`]).
+    pub async fn apply(
+        &self,
+        request: &ApplyRequest,
+        confirm: &mut (dyn FnMut(&Prepared) -> bool + Send),
+        reporter: &dyn Reporter,
+        interrupt: Interrupt,
+    ) -> Result<Applied, DeployError> {
+        let operation = if request.plan.destroy { "destroy" } else { "apply" };
+        let lock_options = LockOptions { timeout: request.lock_timeout, ..LockOptions::default() };
+        let mut lock = self.store.lock(operation, &lock_options).await?;
+        if let Some(abandoned) = lock.took_over() {
+            tracing::warn!("took over an abandoned state lock: {abandoned}");
+        }
+        let result =
+            self.apply_under_lock(request, lock.as_mut(), confirm, reporter, interrupt, operation).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!("{e}");
+        }
+        result
+    }
+
+    async fn apply_under_lock(
+        &self,
+        request: &ApplyRequest,
+        lock: &mut dyn peerfleet_core::state::StateLock,
+        confirm: &mut (dyn FnMut(&Prepared) -> bool + Send),
+        reporter: &dyn Reporter,
+        interrupt: Interrupt,
+        operation: &str,
+    ) -> Result<Applied, DeployError> {
+        let mut state = self.store.load().await?;
+        if let Some(saved) = &request.saved
+            && !state.is_base_of(&saved.base)
+        {
+            return Err(DeployError::Stale(format!(
+                "the state changed since the plan was made (plan from serial {}, state now at serial {})",
+                saved.base.serial, state.serial
+            )));
+        }
+        // Cloud machines get their engine's TLS identity from the network's own CA, made once.
+        if !request.plan.destroy
+            && connect::needs_ca(&self.network)
+            && connect::ensure_ca(&self.network, &mut state)?
+        {
+            self.store.save(&mut state).await?;
+        }
+        let connected = self.connect(&state, request.plan.only).await?;
+        let prepared = self.plan_with(state, Some(&connected), &request.plan).await?;
+        if let Some(saved) = &request.saved {
+            let with_digest = saved.base.actual_digest.is_some();
+            let (a, b) = (comparable(saved, with_digest), comparable(&prepared.planned.plan, with_digest));
+            if a != b {
+                return Err(DeployError::Stale("what exists changed since the plan was made".into()));
+            }
+        }
+        if !prepared.planned.plan.has_changes() {
+            return Ok(Applied::NothingToDo(Box::new(prepared)));
+        }
+        if !confirm(&prepared) {
+            return Ok(Applied::Declined(Box::new(prepared)));
+        }
+        let plan = &prepared.planned.plan;
+        let genesis = genesis_bytes(&self.network, &prepared.state, &plan.chain_id);
+        let options = ApplyOptions {
+            parallelism: request.parallelism.max(1),
+            operation: operation.to_string(),
+            genesis,
+            ..ApplyOptions::default()
+        };
+        let outcome = executor::apply_locked(
+            plan,
+            &connected.providers,
+            &self.store,
+            lock,
+            &options,
+            reporter,
+            interrupt,
+        )
+        .await?;
+        // The shared "internet" network of local nodes goes with the last node.
+        if request.plan.destroy
+            && outcome.is_success()
+            && let Some(local) = &connected.local
+            && let Err(e) = local.cleanup(&self.network.name).await
+        {
+            tracing::warn!("removing the network's shared Docker network: {e}");
+        }
+        Ok(Applied::Ran(Box::new(prepared), Box::new(outcome)))
+    }
+}
+
+/// What the planner needs from state.
+pub fn memory_of(state: &State) -> Memory {
+    let mut generations = state.generations.clone();
+    for address in state.intents.keys() {
+        if let Some(g) = state.last_generation(address) {
+            generations.insert(address.clone(), g);
+        }
+    }
+    Memory {
+        lineage: state.lineage.clone(),
+        serial: state.serial,
+        pinned: state.chain.as_ref().and_then(|pin| pin.genesis().map(|bytes| (pin.id.clone(), bytes))),
+        generations,
+    }
+}
+
+/// The genesis bytes of `chain`: the pinned ones, or the spec's when they hash to it.
+fn genesis_bytes(network: &Network, state: &State, chain: &ChainId) -> Option<Vec<u8>> {
+    state
+        .chain
+        .as_ref()
+        .filter(|pin| &pin.id == chain)
+        .and_then(|pin| pin.genesis())
+        .or_else(|| (&network.chain.id == chain).then(|| network.chain.genesis.clone()))
+}
+
+/// The reference image tag running containers were created from, if any.
+fn reference_tag_in_use(actual: &ActualState) -> Option<String> {
+    actual.objects.values().find_map(|o| match o {
+        Actual::Container(c) => {
+            c.spec.as_ref().map(|s| s.image.clone()).filter(|i| i.starts_with("peerfleet-node:"))
+        }
+        _ => None,
+    })
+}
+
+/// A plan with sensitive values sealed: what a plan file holds.
+pub fn sealed(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    let seal_env = |env: &mut std::collections::BTreeMap<String, String>| {
+        for (k, v) in env.iter_mut() {
+            *v = peerfleet_core::plan::diff::seal(k, v);
+        }
+    };
+    for change in &mut plan.changes {
+        if let Some(Desired::Container(s)) = &mut change.after {
+            seal_env(&mut s.env);
+        }
+        if let Some(Actual::Container(c)) = &mut change.before
+            && let Some(s) = &mut c.spec
+        {
+            seal_env(&mut s.env);
+        }
+    }
+    for prior in &mut plan.prior {
+        if let Actual::Container(c) = prior
+            && let Some(s) = &mut c.spec
+        {
+            seal_env(&mut s.env);
+        }
+    }
+    plan
+}
+
+/// The parts of two plans that must be identical for a saved plan to still hold: each change's
+/// action, reasons, target and ordering, and — when the saved plan was refreshed — the digest of what
+/// existed. Runtime fields of `before` (a machine finishing its boot, a health check passing) are left
+/// out on purpose; the digest leaves them out too.
+fn comparable(plan: &Plan, with_digest: bool) -> String {
+    let p = sealed(plan);
+    let changes: Vec<_> = p
+        .changes
+        .iter()
+        .map(|c| (&c.address, c.action, &c.reasons, &c.after, &c.waits_for, &c.gate))
+        .collect();
+    let digest = if with_digest { p.base.actual_digest.clone() } else { None };
+    serde_json::to_string(&(&p.network, &p.chain_id, &p.only, changes, digest))
+        .expect("plans always serialize")
+}
