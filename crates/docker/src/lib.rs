@@ -1,1 +1,37 @@
-//! placeholder while the workspace is laid out
+//! Docker for peerfleet: the container engine of every node, the local virtual nodes, the network's
+//! certificate authority, and the reference node image.
+//!
+//! One decision shaped this crate: **the Docker engine is the only store of truth about what runs on
+//! it.** Everything peerfleet needs to recognise its own objects travels with them as labels set at
+//! creation (network, address, the full container spec, the chain ID), so refresh is one labelled list
+//! call per engine, a lost state file never causes duplicates, and objects nobody labelled are never
+//! touched. The same holds for local virtual nodes, which are plain Docker bridge networks whose labels
+//! carry what a cloud machine's tags would.
+//!
+//! The pieces, each in its own module:
+//! - [`engine`]: [`DockerEngine`], the [`ContainerEngine`](peerfleet_core::provider::ContainerEngine)
+//!   over `bollard`, reached by local socket or TCP with mutual TLS.
+//! - [`local`]: [`LocalNodes`], the [`MachineProvider`](peerfleet_core::provider::MachineProvider) for
+//!   `provider = "local"`; each node is a bridge network, and one more network stands for the internet.
+//! - [`connector`]: [`DockerConnector`], which finds (and caches) the engine of a machine.
+//! - [`pki`]: [`NetworkCa`], the network's own CA; it signs engine server certificates and
+//!   peerfleet's client certificate.
+//! - [`image`]: the reference node image, built on the engine from the `peerfleet-node` binary with no
+//!   registry, tagged by content.
+//! - [`labels`]: the label vocabulary shared by all of the above.
+
+pub mod connector;
+pub mod engine;
+mod error;
+pub mod image;
+pub mod labels;
+pub mod local;
+pub mod pki;
+mod tls;
+
+pub use connector::DockerConnector;
+pub use engine::{DockerEngine, Endpoint, EngineVersion};
+pub use error::Error;
+pub use image::{EnsureOutcome, ReferenceImage, ensure_image, locate_node_binary, reference_image};
+pub use local::LocalNodes;
+pub use pki::{ClientIdentity, NetworkCa};

@@ -1,0 +1,93 @@
+//! The reference image, built on the real engine with no registry.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peerfleet_core::provider::ContainerEngine;
+use peerfleet_core::resource::Health;
+use peerfleet_docker::image::reference_image_named;
+use peerfleet_docker::{DockerEngine, EnsureOutcome, ensure_image, locate_node_binary, reference_image};
+
+use crate::support::*;
+
+/// A copy of the stub binary made unique by trailing bytes (ignored by the loader), so its image is
+/// new to the engine.
+fn unique_binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let mut bytes = std::fs::read(stub_binary()?)?;
+    bytes.extend_from_slice(unique(name).as_bytes());
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(path)
+}
+
+#[tokio::test]
+async fn image_is_built_once_per_content_and_a_changed_binary_gets_a_new_tag() -> anyhow::Result<()> {
+    let Some(mut t) = TestNet::start("image").await else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let first = reference_image_named("peerfleet-test-rollout", &unique_binary(dir.path(), "one")?)?;
+    let second = reference_image_named("peerfleet-test-rollout", &unique_binary(dir.path(), "two")?)?;
+    t.guard.image(&first.tag);
+    t.guard.image(&second.tag);
+    bounded(async {
+        assert_ne!(first.tag, second.tag, "a changed binary is a new tag");
+        let started = Instant::now();
+        assert_eq!(ensure_image(&t.engine, &first).await?, EnsureOutcome::Built);
+        eprintln!(
+            "built {} ({} bytes of context) in {:?}",
+            first.tag,
+            first.context.len(),
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert_eq!(ensure_image(&t.engine, &first).await?, EnsureOutcome::Present);
+        eprintln!("found {} present in {:?}", first.tag, started.elapsed());
+        assert_eq!(ensure_image(&t.engine, &second).await?, EnsureOutcome::Built);
+
+        // The image runs: a container from it becomes healthy through the binary's own probe.
+        let node = t.node("tokyo").await?;
+        t.create(&t.container(&first.tag, "relay", 0, &node, &["ok"]), &node).await?;
+        until("the container from the built image to be healthy", Duration::from_secs(60), || async {
+            let listed = t.engine.list_containers(&t.name).await?;
+            Ok(listed.iter().any(|c| c.health == Health::Healthy).then_some(()))
+        })
+        .await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn engine_builds_its_reference_image_before_the_first_container_that_needs_it() -> anyhow::Result<()> {
+    let Some(mut t) = TestNet::start("ensure").await else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let image = reference_image_named("peerfleet-test-ensure", &unique_binary(dir.path(), "node")?)?;
+    t.guard.image(&image.tag);
+    bounded(async {
+        let with_image = DockerEngine::connect_local().await?.with_reference_image(Arc::new(image.clone()));
+        let node = t.node("paris").await?;
+        with_image.create_container(&t.container(&image.tag, "relay", 0, &node, &["ok"]), &on(&node)).await?;
+        assert_eq!(ensure_image(&t.engine, &image).await?, EnsureOutcome::Present, "built on demand");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_node_binary_is_found_and_packed_with_its_libraries() -> anyhow::Result<()> {
+    // The workspace root: this crate lives in crates/docker.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let started = Instant::now();
+    let binary = tokio::task::spawn_blocking(move || locate_node_binary(Some(&workspace))).await??;
+    eprintln!("located {} in {:?}", binary.display(), started.elapsed());
+    let image = reference_image(&binary)?;
+    assert!(image.tag.starts_with("peerfleet-node:"));
+    let mut archive = tar::Archive::new(image.context.as_slice());
+    let mut names = Vec::new();
+    for entry in archive.entries()? {
+        names.push(entry?.path()?.display().to_string());
+    }
+    assert!(names.contains(&"rootfs/peerfleet-node".to_string()), "{names:?}");
+    assert!(names.contains(&"Dockerfile".to_string()));
+    Ok(())
+}
