@@ -136,7 +136,13 @@ where
             if kind == ErrorKind::Unauthorized {
                 message.push_str(&format!(" — {}", target.auth_hint()));
             }
-            let request_id = e.meta().request_id().or_else(|| err.request_id()).map(str::to_string);
+            // The SDK reads request IDs from headers only; EC2 puts them in the error body.
+            let request_id = e
+                .meta()
+                .request_id()
+                .or_else(|| err.request_id())
+                .map(str::to_string)
+                .or_else(|| service.raw().body().bytes().and_then(request_id_in_body));
             let error = ProviderError::new(kind, PROVIDER, message);
             match request_id {
                 Some(id) => error.with_request_id(id),
@@ -160,6 +166,15 @@ where
             format!("{op} in {region} failed in transit: {}", source_text(&err)),
         ),
     }
+}
+
+/// The `<RequestID>` of an EC2 error document.
+fn request_id_in_body(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<RequestID>")? + "<RequestID>".len();
+    let len = text[start..].find("</RequestID>")?;
+    let id = text[start..start + len].trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// The innermost cause's text: the SDK's outer layers say only "dispatch failure".
@@ -211,6 +226,13 @@ mod tests {
         assert_eq!(kind_of(None, 502), ErrorKind::Transient);
         assert_eq!(kind_of(Some("InvalidParameterValue"), 400), ErrorKind::Invalid);
         assert_eq!(kind_of(None, 400), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn request_ids_are_read_from_ec2_error_documents() {
+        let body = b"<Response><Errors><Error><Code>X</Code></Error></Errors><RequestID>ab-12</RequestID></Response>";
+        assert_eq!(request_id_in_body(body).as_deref(), Some("ab-12"));
+        assert_eq!(request_id_in_body(b"<Response></Response>"), None);
     }
 
     #[test]

@@ -202,13 +202,9 @@ impl AwsProvider {
 
     /// The live instance launched for exactly this spec (network, address, generation), if any.
     async fn find_launched(&self, ec2: &Ec2, spec: &MachineSpec) -> Result<Option<Machine>, ProviderError> {
-        let filters = vec![
-            tag_filter(tags::NETWORK, &spec.network),
-            tag_filter(tags::ADDRESS, &spec.address.to_string()),
-            tag_filter(tags::GENERATION, &spec.generation.to_string()),
-            live_filter(),
-        ];
-        Ok(describe(ec2, filters).await?.into_iter().next())
+        // Matched here rather than by filter: filter values are patterns, and addresses contain `[`.
+        let live = list(ec2, &spec.network).await?;
+        Ok(live.into_iter().find(|m| m.address == spec.address && m.generation == spec.generation))
     }
 
     pub(crate) async fn update_instance(

@@ -42,17 +42,10 @@ fn stable_ip_from(address: &ElasticIp, region: &str) -> Option<StableIp> {
 
 /// The network's Elastic IPs in one region (`DescribeAddresses` is not paginated).
 pub(crate) async fn list(ec2: &Ec2, network: &str) -> Result<Vec<StableIp>, ProviderError> {
-    describe(ec2, vec![tag_filter(tags::NETWORK, network)]).await
-}
-
-async fn describe(
-    ec2: &Ec2,
-    filters: Vec<aws_sdk_ec2::types::Filter>,
-) -> Result<Vec<StableIp>, ProviderError> {
     let out = ec2
         .client
         .describe_addresses()
-        .set_filters(Some(filters))
+        .filters(tag_filter(tags::NETWORK, network))
         .send()
         .await
         .map_err(|e| classify("DescribeAddresses", &ec2.target, e))?;
@@ -67,17 +60,9 @@ impl AwsProvider {
     ) -> Result<StableIp, ProviderError> {
         let ec2 = self.ec2(&spec.region).await;
         // AllocateAddress has no client token: after a crash the address may exist already, so look
-        // for it by its ownership tags before allocating another.
-        let existing = describe(
-            &ec2,
-            vec![
-                tag_filter(tags::NETWORK, &spec.network),
-                tag_filter(tags::ADDRESS, &spec.address.to_string()),
-            ],
-        )
-        .await?
-        .into_iter()
-        .next();
+        // for it by its ownership tags before allocating another. The address is matched here, not in
+        // the filter: filter values are patterns, and addresses contain `[` and `]`.
+        let existing = list(&ec2, &spec.network).await?.into_iter().find(|ip| ip.address == spec.address);
         let ip = match existing {
             Some(ip) => ip,
             None => {

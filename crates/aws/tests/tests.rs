@@ -5,5 +5,10 @@
 //! validator, or `PEERFLEET_CLOUD_INIT_SCHEMA`). Without them tests print SKIPPED, and fail under
 //! `CI=true`. No test connects to an address moto hands out.
 
+mod cloud_init;
+mod faults;
+mod firewall;
 mod machines;
+mod regions;
+mod stable_ip;
 mod support;
