@@ -278,6 +278,47 @@ mod tests {
         assert_eq!(s.profile_for("cn-north-1"), Some("beijing"));
     }
 
+    fn network(clusters: &[(&str, &str, Option<&str>)]) -> Network {
+        use peerfleet_core::network::{Access, Chain, Cluster, Region};
+        Network {
+            name: "n".into(),
+            chain: Chain::from_genesis(b"g".to_vec(), None),
+            clusters: clusters
+                .iter()
+                .map(|(name, region, profile)| Cluster {
+                    name: name.to_string(),
+                    provider: ProviderKind::Aws,
+                    region: Region { slug: region.to_string(), city: None },
+                    size: "t3.micro".into(),
+                    image: None,
+                    nodes: 1,
+                    tags: Default::default(),
+                    profile: profile.map(str::to_string),
+                })
+                .collect(),
+            services: Vec::new(),
+            access: Access::default(),
+        }
+    }
+
+    #[test]
+    fn cluster_profiles_become_region_profiles() {
+        let n = network(&[("beijing", "cn-north-1", Some("china")), ("virginia", "us-east-1", None)]);
+        let s = AwsSettings::default().with_network_profiles(&n);
+        let s = s.as_ref().map(|s| (s.profile_for("cn-north-1"), s.profile_for("us-east-1")));
+        assert_eq!(s.ok(), Some((Some("china"), None)));
+    }
+
+    #[test]
+    fn two_profiles_in_one_region_are_refused() {
+        let n = network(&[("a", "cn-north-1", Some("china")), ("b", "cn-north-1", Some("other"))]);
+        let err = AwsSettings::default().with_network_profiles(&n).err().map(|e| (e.kind, e.message));
+        assert!(
+            matches!(&err, Some((ErrorKind::Invalid, m)) if m.contains("`other`") && m.contains("`china`")),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn default_images_differ_by_partition_publisher() {
         let s = AwsSettings::default();

@@ -6,6 +6,7 @@
 //! `CI=true`. No test connects to an address moto hands out.
 
 mod cloud_init;
+mod env;
 mod faults;
 mod firewall;
 mod machines;
