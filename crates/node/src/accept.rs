@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
 
@@ -33,7 +34,7 @@ where
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) if connections.len() < limit => {
-                    connections.spawn(serve(stream, addr));
+                    connections.spawn(serve(stream, addr).in_current_span());
                 }
                 Ok((_, addr)) => tracing::warn!(%addr, limit, "too many {what} connections; closing"),
                 Err(e) => {

@@ -64,7 +64,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(peerfleet_node::run(config, termination())) {
+    match runtime.block_on(async { peerfleet_node::run(config, termination()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -73,21 +73,32 @@ fn run() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM (how container engines stop a container) or SIGINT. As PID 1 the process gets
-/// no default signal handling from the kernel, so without these handlers `docker stop` would wait for
-/// its timeout and then kill.
-async fn termination() {
+/// Installs the SIGTERM (how container engines stop a container) and SIGINT handlers now, before the
+/// node starts, and returns a future resolving on either. As PID 1 the process gets no default signal
+/// handling from the kernel, so without handlers `docker stop` would wait for its timeout and kill.
+/// Must be called within the runtime.
+fn termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut sigterm) => {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let received = |kind: SignalKind, name: &'static str| {
+        let handler = signal(kind);
+        async move {
+            match handler {
+                Ok(mut handler) => {
+                    handler.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot handle {name} ({e}); it will not stop the node cleanly");
+                    std::future::pending::<()>().await;
+                }
             }
         }
-        Err(e) => {
-            tracing::warn!("cannot handle SIGTERM ({e}); only SIGINT stops the node cleanly");
-            let _ = tokio::signal::ctrl_c().await;
+    };
+    let (term, int) =
+        (received(SignalKind::terminate(), "SIGTERM"), received(SignalKind::interrupt(), "SIGINT"));
+    async move {
+        tokio::select! {
+            () = term => {}
+            () = int => {}
         }
     }
 }

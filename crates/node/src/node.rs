@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::config::{Config, GenesisBytes, RoleConfig, Timing};
 use crate::http::{self, Handler, HttpUrl, Response};
@@ -74,12 +75,11 @@ impl Node {
     /// # Errors
     /// [`NodeError::GenesisNotPinned`] (genesis role) or [`NodeError::Bind`].
     pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let role_name = config.role();
         let Config { chain_id, node_id, role, listen_ip, ports, timing } = config;
-        let role_name = match &role {
-            RoleConfig::Genesis { .. } => crate::Role::Genesis,
-            RoleConfig::Master { .. } => crate::Role::Master,
-            RoleConfig::Relay { .. } => crate::Role::Relay,
-        };
+        // Every log line of the node carries its role and ID: several nodes may share one log (tests,
+        // embedding), and container logs are often aggregated.
+        let span = tracing::info_span!("node", role = %role_name, id = %node_id);
         let shared = Arc::new(Shared::new(role_name, chain_id.clone(), node_id));
         let (trigger, shutdown) = shutdown::channel();
         let bind = |purpose: &'static str, port: u16| async move {
@@ -100,37 +100,43 @@ impl Node {
                 (fetch_addr, peer_addr, status_addr) = (Some(addr), None, None);
                 shared.set_ready();
                 let handler = genesis_handler(genesis, shared.clone());
-                tokio::spawn(async move {
+                let serve = async move {
                     http::serve(listener, handler, shutdown).await;
                     Ok(())
-                })
+                };
+                tokio::spawn(serve.instrument(span.clone()))
             }
             RoleConfig::Master { genesis_url } => {
                 let (status_listener, status) = bind("the status port", ports.status).await?;
                 let (peer_listener, peer) = bind("the peer port", ports.peer).await?;
                 (fetch_addr, peer_addr, status_addr) = (None, Some(peer), Some(status));
                 let mut tasks = JoinSet::new();
-                tasks.spawn(http::serve(status_listener, status_handler(shared.clone()), shutdown.clone()));
-                tasks.spawn(peer::listen(peer_listener, shared.clone(), timing, shutdown.clone()));
-                tokio::spawn(run_peer_role(shared.clone(), genesis_url, Vec::new(), timing, tasks, shutdown))
+                let status = http::serve(status_listener, status_handler(shared.clone()), shutdown.clone());
+                tasks.spawn(status.instrument(span.clone()));
+                let peers = peer::listen(peer_listener, shared.clone(), timing, shutdown.clone());
+                tasks.spawn(peers.instrument(span.clone()));
+                let role = run_peer_role(shared.clone(), genesis_url, Vec::new(), timing, tasks, shutdown);
+                tokio::spawn(role.instrument(span.clone()))
             }
             RoleConfig::Relay { genesis_url, seeds } => {
                 let (status_listener, status) = bind("the status port", ports.status).await?;
                 (fetch_addr, peer_addr, status_addr) = (None, None, Some(status));
                 let mut tasks = JoinSet::new();
-                tasks.spawn(http::serve(status_listener, status_handler(shared.clone()), shutdown.clone()));
-                tokio::spawn(run_peer_role(shared.clone(), genesis_url, seeds, timing, tasks, shutdown))
+                let status = http::serve(status_listener, status_handler(shared.clone()), shutdown.clone());
+                tasks.spawn(status.instrument(span.clone()));
+                let role = run_peer_role(shared.clone(), genesis_url, seeds, timing, tasks, shutdown);
+                tokio::spawn(role.instrument(span.clone()))
             }
         };
-        tracing::info!(
-            role = %shared.role,
-            chain_id = %shared.chain_id,
-            node_id = %shared.node_id,
-            fetch = ?fetch_addr,
-            peer = ?peer_addr,
-            status = ?status_addr,
-            "node started"
-        );
+        span.in_scope(|| {
+            tracing::info!(
+                chain_id = %shared.chain_id,
+                fetch = ?fetch_addr,
+                peer = ?peer_addr,
+                status = ?status_addr,
+                "node started"
+            )
+        });
         Ok(Node { shared, fetch_addr, peer_addr, status_addr, trigger, task })
     }
 
@@ -210,7 +216,7 @@ async fn run_peer_role(
     }
     shared.set_ready();
     for seed in seeds {
-        tasks.spawn(peer::dial(seed, shared.clone(), timing, shutdown.clone()));
+        tasks.spawn(peer::dial(seed, shared.clone(), timing, shutdown.clone()).in_current_span());
     }
     shutdown.wait().await;
     // Every task watches the same shutdown and ends promptly (peer sessions send a goodbye first).

@@ -173,9 +173,10 @@ impl Shared {
             return Err(format!("protocol version {protocol} offered, this node speaks {PROTOCOL}"));
         }
         if chain_id != self.chain_id.as_str() {
+            // Worded so it reads right in either side's log.
             return Err(format!(
-                "chain ID mismatch: this node is on {}, the peer on {chain_id}",
-                self.chain_id
+                "chain ID mismatch: {} {} is on chain {}, the other side on {chain_id}",
+                self.role, self.node_id, self.chain_id
             ));
         }
         valid_node_id(node_id).map_err(|reason| format!("bad node ID: {reason}"))?;
