@@ -34,20 +34,17 @@ pub struct DockerConnector {
 enum Local {
     Endpoint(Endpoint),
     Engine(Arc<DockerEngine>),
+    /// Docker's environment variables name no usable engine; said when a local node needs one.
+    Unusable(String),
 }
 
 impl DockerConnector {
     /// A connector for `network`'s machines; the local engine is the one Docker's environment
     /// variables name (see [`Endpoint::from_env`]), connected on first use.
     pub fn new(network: impl Into<String>) -> Self {
-        let local = match Endpoint::from_env() {
-            Ok(endpoint) => Local::Endpoint(endpoint),
-            // Reported when the local engine is first needed, which a cloud-only network never does.
-            Err(e) => {
-                tracing::debug!(error = %e, "no usable local Docker settings");
-                Local::Endpoint(Endpoint::Unix(crate::engine::DEFAULT_SOCKET.into()))
-            }
-        };
+        // An error is reported when the local engine is first needed, which a cloud-only network
+        // never does.
+        let local = Endpoint::from_env().map_or_else(|e| Local::Unusable(e.to_string()), Local::Endpoint);
         DockerConnector {
             network: network.into(),
             local,
@@ -64,8 +61,7 @@ impl DockerConnector {
     }
 
     /// Uses an engine already connected as the local engine (e.g. the one [`crate::LocalNodes`] uses).
-    /// The reference image given to [`DockerConnector::with_reference_image`] is not applied to it:
-    /// give it to the engine itself.
+    /// The reference image given to [`DockerConnector::with_reference_image`] applies to it as well.
     pub fn with_local_engine(mut self, engine: Arc<DockerEngine>) -> Self {
         self.local = Local::Engine(engine);
         self
@@ -113,15 +109,22 @@ impl DockerConnector {
     }
 
     async fn connect(&self, machine: &Machine) -> Result<Arc<DockerEngine>, ProviderError> {
-        let endpoint = if machine.provider == ProviderKind::Local {
+        let engine = if machine.provider == ProviderKind::Local {
             match &self.local {
-                Local::Engine(engine) => return Ok(Arc::clone(engine)),
-                Local::Endpoint(endpoint) => endpoint.clone(),
+                Local::Engine(engine) if self.reference.is_none() => return Ok(Arc::clone(engine)),
+                Local::Engine(engine) => DockerEngine::clone(engine),
+                Local::Endpoint(endpoint) => DockerEngine::connect(endpoint).await?,
+                Local::Unusable(why) => {
+                    return Err(ProviderError::new(
+                        ErrorKind::Invalid,
+                        PROVIDER,
+                        format!("local engine: {why}"),
+                    ));
+                }
             }
         } else {
-            self.remote_endpoint(machine)?
+            DockerEngine::connect(&self.remote_endpoint(machine)?).await?
         };
-        let engine = DockerEngine::connect(&endpoint).await?;
         Ok(Arc::new(match &self.reference {
             Some(image) => engine.with_reference_image(Arc::clone(image)),
             None => engine,

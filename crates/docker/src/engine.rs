@@ -146,16 +146,21 @@ pub struct EngineVersion {
 }
 
 /// A connected Docker engine.
+///
+/// Clones share the connection and the lock that serialises making the internet network, so a clone
+/// with another reference image (see [`DockerEngine::with_reference_image`]) is as safe to use
+/// alongside the original as the original itself.
+#[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
     endpoint: String,
     reference: Option<Arc<ReferenceImage>>,
     /// Set once the reference image is known to be on the engine; the lock also keeps two creates from
     /// building it at the same time.
-    reference_ready: Mutex<bool>,
+    reference_ready: Arc<Mutex<bool>>,
     /// Serialises creating the shared internet network: the Engine API at 1.41 allows two networks of
     /// the same name, so two concurrent first creates would make two.
-    internet: Mutex<()>,
+    internet: Arc<Mutex<()>>,
 }
 
 impl DockerEngine {
@@ -195,8 +200,8 @@ impl DockerEngine {
             docker,
             endpoint: described,
             reference: None,
-            reference_ready: Mutex::new(false),
-            internet: Mutex::new(()),
+            reference_ready: Arc::new(Mutex::new(false)),
+            internet: Arc::new(Mutex::new(())),
         })
     }
 
@@ -212,6 +217,7 @@ impl DockerEngine {
     /// remote engine builds it where it runs.
     pub fn with_reference_image(mut self, image: Arc<ReferenceImage>) -> Self {
         self.reference = Some(image);
+        self.reference_ready = Arc::new(Mutex::new(false));
         self
     }
 

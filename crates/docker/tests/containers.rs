@@ -6,7 +6,7 @@ use std::time::Duration;
 use bollard::models::RestartPolicyNameEnum;
 use bollard::query_parameters::{InspectContainerOptions, ListNetworksOptionsBuilder};
 use peerfleet_core::network::RestartPolicy;
-use peerfleet_core::provider::{ContainerEngine, MachineProvider};
+use peerfleet_core::provider::{ContainerEngine, ErrorKind, MachineProvider};
 use peerfleet_core::resource::{Container, ContainerState, Health};
 use peerfleet_docker::labels;
 
@@ -169,6 +169,8 @@ async fn deleting_the_last_node_removes_the_internet_network() -> anyhow::Result
             anyhow::Ok(t.engine.client().list_networks(Some(options)).await?.len())
         };
         assert_eq!(internet().await?, 1);
+        let err = t.nodes.delete_machine(&a).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "a node with containers stays: {err}");
         t.engine.remove_container(&made).await?;
         t.nodes.delete_machine(&a).await?;
         assert_eq!(internet().await?, 1, "kept while a node is left");

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use peerfleet_core::network::{ChainId, Role};
-use peerfleet_core::provider::ContainerEngine;
+use peerfleet_core::provider::{ContainerEngine, EngineConnector};
 use peerfleet_core::resource::Health;
 use peerfleet_docker::image::reference_image_named;
-use peerfleet_docker::{DockerEngine, EnsureOutcome, ensure_image, locate_node_binary, reference_image};
+use peerfleet_docker::{DockerConnector, EnsureOutcome, ensure_image, locate_node_binary, reference_image};
 
 use crate::support::*;
 
@@ -61,16 +61,22 @@ async fn image_is_built_once_per_content_and_a_changed_binary_gets_a_new_tag() -
 }
 
 #[tokio::test]
-async fn engine_builds_its_reference_image_before_the_first_container_that_needs_it() -> anyhow::Result<()> {
+async fn connector_engine_builds_the_reference_image_before_the_first_container_that_needs_it()
+-> anyhow::Result<()> {
     let Some(mut t) = TestNet::start("ensure").await else { return Ok(()) };
     let dir = tempfile::tempdir()?;
     let image = reference_image_named("peerfleet-test-ensure", &unique_binary(dir.path(), "node")?)?;
     t.guard.image(&image.tag);
     bounded(async {
-        let with_image = DockerEngine::connect_local().await?.with_reference_image(Arc::new(image.clone()));
+        let connector = DockerConnector::new(&t.name)
+            .with_local_engine(t.engine.clone())
+            .with_reference_image(Arc::new(image.clone()));
         let node = t.node("paris").await?;
-        with_image.create_container(&t.container(&image.tag, "relay", 0, &node, &["ok"]), &on(&node)).await?;
+        assert_eq!(connector.engine_key(&node), "local");
+        let engine = connector.engine_for(&node).await?;
+        engine.create_container(&t.container(&image.tag, "relay", 0, &node, &["ok"]), &on(&node)).await?;
         assert_eq!(ensure_image(&t.engine, &image).await?, EnsureOutcome::Present, "built on demand");
+        assert_eq!(engine.list_containers(&t.name).await?.len(), 1);
         Ok(())
     })
     .await
