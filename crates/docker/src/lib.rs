@@ -19,6 +19,34 @@
 //! - [`image`]: the reference node image, built on the engine from the `peerfleet-node` binary with no
 //!   registry, tagged by content.
 //! - [`labels`]: the label vocabulary shared by all of the above.
+//!
+//! # Wiring
+//! How a program hands the Docker side to the core (the CA comes from the state's secrets after the
+//! first apply; here it is new):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use peerfleet_core::provider::Providers;
+//! use peerfleet_docker::{DockerConnector, DockerEngine, LocalNodes, NetworkCa};
+//!
+//! # async fn wire() -> Result<(), Box<dyn std::error::Error>> {
+//! let binary = peerfleet_docker::locate_node_binary(Some(env!("CARGO_MANIFEST_DIR").as_ref()))?;
+//! let image = Arc::new(peerfleet_docker::reference_image(&binary)?); // image.tag goes into the plan
+//! let engine = Arc::new(DockerEngine::connect_local().await?);
+//! let ca = Arc::new(NetworkCa::generate("mainnet")?);
+//! let connector = DockerConnector::new("mainnet")
+//!     .with_local_engine(engine.clone())
+//!     .with_client_identity(ca.client_identity()?)
+//!     .with_reference_image(image);
+//! let providers = Providers::new()
+//!     .with_machines(Arc::new(LocalNodes::new(engine)))
+//!     .with_engines(Arc::new(connector))
+//!     .with_pki(ca);
+//! # let _ = providers;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod connector;
 pub mod engine;
