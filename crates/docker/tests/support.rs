@@ -50,14 +50,27 @@ pub struct TestNet {
     pub nodes: LocalNodes,
     /// Removes what the test made.
     pub guard: Cleanup,
+    /// Declared last so it is released after the guard has cleaned up.
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// Tests running at once. Each makes up to four bridge networks, and the engine's default address
+/// pools hold about thirty, shared with everything else on the machine.
+static NETWORK_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 impl TestNet {
     /// A fresh network named after `prefix`, or `None` when the test is skipped (see [`engine`]).
     pub async fn start(prefix: &str) -> Option<TestNet> {
         let engine = engine().await?;
+        let slot = NETWORK_SLOTS.acquire().await.expect("invariant: the semaphore is never closed");
         let name = unique(prefix);
-        Some(TestNet { nodes: LocalNodes::new(engine.clone()), guard: Cleanup::network(&name), engine, name })
+        Some(TestNet {
+            nodes: LocalNodes::new(engine.clone()),
+            guard: Cleanup::network(&name),
+            engine,
+            name,
+            _slot: slot,
+        })
     }
 
     /// A local node of the cluster `cluster` (its region has the same name), slot 0.
