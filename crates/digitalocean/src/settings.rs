@@ -1,0 +1,136 @@
+//! How the provider is configured: from the environment (`DIGITALOCEAN_TOKEN`,
+//! `DIGITALOCEAN_ACCESS_TOKEN`, `DIGITALOCEAN_API_URL`), with tunables for tests and benchmarks.
+
+use std::time::Duration;
+
+use peerfleet_core::bootstrap::BootstrapOptions;
+use peerfleet_core::provider::{ErrorKind, ProviderError, Secret};
+
+use crate::client::RetryPolicy;
+use crate::error::PROVIDER;
+use crate::limit::RateLimits;
+
+/// The token, first found of these.
+pub const TOKEN_VARS: [&str; 2] = ["DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"];
+/// Overrides the API's base URL (how tests reach the test server).
+pub const API_URL_VAR: &str = "DIGITALOCEAN_API_URL";
+/// DigitalOcean's API.
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+/// The image used when a cluster names none.
+pub const DEFAULT_IMAGE: &str = "debian-12-x64";
+
+/// How long waits and polls take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPolicy {
+    /// Shortest interval between polls.
+    pub min_interval: Duration,
+    /// Longest interval between polls.
+    pub max_interval: Duration,
+    /// How long a droplet may take to become `active`.
+    pub active_timeout: Duration,
+    /// How long an action (power, resize, assign) may take.
+    pub action_timeout: Duration,
+}
+
+impl PollPolicy {
+    /// The interval after waiting `elapsed`: a tenth of it, within the bounds. Polling that backs off
+    /// in proportion to the time already waited overshoots the moment a droplet becomes ready by at
+    /// most about 10% (plus `min_interval`), at a number of polls logarithmic in the wait.
+    pub fn interval(&self, elapsed: Duration) -> Duration {
+        (elapsed / 10).clamp(self.min_interval, self.max_interval.max(self.min_interval))
+    }
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            min_interval: Duration::from_secs(2),
+            max_interval: Duration::from_secs(15),
+            active_timeout: Duration::from_secs(600),
+            action_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Everything tunable.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of the API.
+    pub api_url: String,
+    /// The token's rate limit.
+    pub limits: RateLimits,
+    /// Retry bounds.
+    pub retry: RetryPolicy,
+    /// Poll bounds.
+    pub poll: PollPolicy,
+    /// How long a create waits for concurrent creates to join its look-up and request.
+    pub create_window: Duration,
+    /// How old a droplet listing an inventory may reuse (never one from before this provider's last
+    /// change), so the regions of one refresh share one listing.
+    pub refresh_reuse: Duration,
+    /// Image slug when the spec names none.
+    pub default_image: String,
+    /// Machine bootstrap options.
+    pub bootstrap: BootstrapOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            api_url: DEFAULT_API_URL.to_string(),
+            limits: RateLimits::DIGITALOCEAN,
+            retry: RetryPolicy::default(),
+            poll: PollPolicy::default(),
+            create_window: Duration::from_millis(100),
+            refresh_reuse: Duration::from_secs(5),
+            default_image: DEFAULT_IMAGE.to_string(),
+            bootstrap: BootstrapOptions::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, with the base URL from `DIGITALOCEAN_API_URL` when set.
+    pub fn from_env() -> Settings {
+        let mut s = Settings::default();
+        if let Some(url) = std::env::var(API_URL_VAR).ok().filter(|u| !u.trim().is_empty()) {
+            s.api_url = url.trim().to_string();
+        }
+        s
+    }
+}
+
+/// The token from `DIGITALOCEAN_TOKEN`, else `DIGITALOCEAN_ACCESS_TOKEN`.
+///
+/// # Errors
+/// `Unauthorized` when neither is set (the message names the variables, never a value).
+pub fn token_from_env() -> Result<Secret, ProviderError> {
+    TOKEN_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+        .map(Secret::new)
+        .ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::Unauthorized,
+                PROVIDER,
+                format!("no API token: set {} (or {})", TOKEN_VARS[0], TOKEN_VARS[1]),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_in_proportion_to_the_wait() {
+        let p = PollPolicy {
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert_eq!(p.interval(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(p.interval(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(p.interval(Duration::from_secs(3600)), Duration::from_secs(10));
+    }
+}
