@@ -154,9 +154,9 @@ impl ProviderKind {
                 stable_ips: true,
                 remote_engine: true,
             },
-            // A local node is a Docker network, whose labels are fixed at creation.
+            // A local node is a Docker network, whose labels (size, tags) are fixed at creation.
             ProviderKind::Local => Capabilities {
-                resize: true,
+                resize: false,
                 retag: false,
                 firewalls: false,
                 stable_ips: false,
