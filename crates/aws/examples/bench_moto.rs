@@ -164,6 +164,14 @@ async fn main() -> anyhow::Result<()> {
         ms(refresh_walls[0])
     );
 
+    // The stand-in is one Python process on the same machine: its speed, and so the wall times above,
+    // depend on what else runs. Printed so a reader can judge a number.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average while measuring (1, 5, 15 min): {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+
     let mut failed = Vec::new();
     if create_total > 2 * machines {
         failed.push(format!("create used {create_total} requests for {machines} machines"));

@@ -120,6 +120,9 @@ impl AwsProvider {
             return Err(invalid(format!("{} is a {} machine, not an AWS one", spec.address, spec.provider)));
         }
         check_client_token(&spec.idempotency_key)?;
+        let launch_tags = tags::machine_tags(spec);
+        let known = tags::read_machine(&launch_tags)
+            .ok_or_else(|| invalid(format!("{} is not a machine address", spec.address)))?;
         let region = spec.region.slug.as_str();
         let profile = spec.profile.clone().or_else(|| self.settings.profile_for(region).map(str::to_string));
         let ec2 = self.ec2_as(region, profile).await;
@@ -145,7 +148,6 @@ impl AwsProvider {
         bootstrap::check_size(&user_data, EC2_USER_DATA_LIMIT)
             .map_err(|e| invalid(format!("{}: {e}", spec.address)))?;
 
-        let launch_tags = tags::machine_tags(spec);
         let request = ec2
             .client
             .run_instances()
@@ -169,8 +171,6 @@ impl AwsProvider {
                         "RunInstances returned no instance",
                     )
                 })?;
-                let known = tags::read_machine(&launch_tags)
-                    .ok_or_else(|| invalid(format!("{} is not a machine address", spec.address)))?;
                 machine_with(instance, region, known).ok_or_else(|| {
                     ProviderError::new(
                         ErrorKind::Transient,
