@@ -259,9 +259,10 @@ impl<'a> Run<'a> {
 
         // CAUTION: never `?` (or return) out of this loop. A failed step skips its dependents and the
         // loop goes on; a state or lock error stops scheduling, and in-flight steps still drain. Only
-        // when nothing is in flight does the loop end, so every step that ran is recorded.
+        // when nothing is in flight does the loop end, so every step that ran is recorded. Each turn
+        // starts by saving what the previous one recorded.
         loop {
-            self.schedule().await;
+            self.save_and_schedule().await;
             if self.in_flight.is_empty() {
                 if !self.stopping && self.queue.has_ready() {
                     continue; // steps that failed before starting freed their slots
@@ -280,11 +281,10 @@ impl<'a> Run<'a> {
                 Some(event) = self.events.recv() => self.reporter.event(&event),
                 Some(joined) = self.tasks.join_next_with_id() => {
                     self.completed(joined);
-                    // Record everything that has finished meanwhile, then save once.
+                    // Record everything that has finished meanwhile; the next turn saves it all.
                     while let Some(joined) = self.tasks.try_join_next_with_id() {
                         self.completed(joined);
                     }
-                    self.save_if_dirty().await;
                 }
                 _ = renew.tick() => self.renew().await,
             }
@@ -296,13 +296,13 @@ impl<'a> Run<'a> {
         self.options.parallelism.max(1)
     }
 
-    /// Starts ready changes up to the parallelism bound; saves the intents of creates first.
-    async fn schedule(&mut self) {
-        if self.stopping {
-            return;
-        }
+    /// One turn of scheduling: records the intents of the ready changes that fit under the parallelism
+    /// bound, saves them together with whatever finished since the last save, then starts them. One
+    /// save per turn keeps a large apply from rewriting the state twice per step, while still never
+    /// letting a create reach a provider before its intent is on record.
+    async fn save_and_schedule(&mut self) {
         let mut batch = Vec::new();
-        while self.queue.running() < self.parallelism() {
+        while !self.stopping && self.queue.running() < self.parallelism() {
             let Some(address) = self.queue.dequeue() else { break };
             batch.push(address);
         }
@@ -313,20 +313,18 @@ impl<'a> Run<'a> {
                 intents.push(address.clone());
             }
         }
-        if !intents.is_empty() {
-            self.dirty = true;
-            if !self.save().await {
-                // Without its intent on record, a create must not reach a provider.
-                let why = self.state_error.as_ref().map(ToString::to_string).unwrap_or_default();
-                for address in intents {
-                    self.state.intents.remove(&address);
-                }
-                for address in batch {
-                    let error = own_error(ErrorKind::Transient, format!("not started: {why}"));
-                    self.fail(address, error, false);
-                }
-                return;
+        self.dirty |= !intents.is_empty();
+        if self.dirty && !self.save().await {
+            // Without its intent on record, a create must not reach a provider.
+            let why = self.state_error.as_ref().map(ToString::to_string).unwrap_or_default();
+            for address in intents {
+                self.state.intents.remove(&address);
             }
+            for address in batch {
+                let error = own_error(ErrorKind::Transient, format!("not started: {why}"));
+                self.fail(address, error, false);
+            }
+            return;
         }
         for address in batch {
             self.start(address);
