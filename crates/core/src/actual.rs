@@ -72,19 +72,45 @@ impl ActualState {
         })
     }
 
-    /// A digest of what exists, for refusing stale plans. Leaves out what changes on its own between
-    /// plan and apply (a machine finishing its boot, a health check passing), so only real drift counts.
+    /// A digest of what exists, for refusing stale plans.
+    ///
+    /// It covers each object's identity and what can change without its ID changing (a machine's
+    /// tags or size, a container's run state, a firewall's rules, where a stable IP points). A
+    /// container's configuration is not hashed: containers are never changed in place, so a new
+    /// configuration means a new ID. Left out: what changes on its own between plan and apply (a
+    /// machine finishing its boot, a health check passing), so only real drift counts.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
+        let mut field = |s: &str| {
+            h.update(s.as_bytes());
+            h.update([0u8]);
+        };
         for object in self.objects.values().chain(self.duplicates.iter()) {
-            let mut object = object.clone();
-            match &mut object {
-                Actual::Machine(m) => m.status = crate::resource::MachineStatus::Running,
-                Actual::Container(c) => c.health = crate::resource::Health::None,
-                _ => {}
+            field(&object.address().to_string());
+            field(object.id());
+            match object {
+                Actual::Machine(m) => {
+                    field(&m.region);
+                    field(&m.size);
+                    field(&m.image);
+                    m.tags.iter().for_each(|t| field(t));
+                    field(m.chain_id.as_ref().map(|c| c.as_str()).unwrap_or("-"));
+                    field(&m.generation.to_string());
+                    field(&m.bootstrap.to_string());
+                    field(m.public_ip.as_deref().unwrap_or("-"));
+                }
+                Actual::Container(c) => field(&format!("{:?}", c.state)),
+                Actual::Firewall(f) => {
+                    for r in &f.rules {
+                        field(&format!("{:?}/{}/{}", r.protocol, r.port, r.sources.join(",")));
+                    }
+                }
+                Actual::StableIp(ip) => {
+                    field(&ip.ip);
+                    field(ip.machine_id.as_deref().unwrap_or("-"));
+                }
             }
-            h.update(serde_json::to_vec(&object).expect("actual objects always serialize"));
-            h.update(b"\n");
+            field("\n");
         }
         hex::encode(h.finalize())
     }

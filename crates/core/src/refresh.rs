@@ -170,3 +170,101 @@ pub async fn refresh(
     actual.containers_listed = true;
     Ok(actual)
 }
+
+#[cfg(test)]
+#[cfg(feature = "testing")]
+mod tests {
+    use super::*;
+    use crate::network::{Role, Strategy};
+    use crate::plan::{Memory, PlanOptions, plan};
+    use crate::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
+    use crate::testing::{Op, TestWorld};
+
+    /// Three provider-regions with `per_region` nodes each, and `relays` relays.
+    fn network(per_region: u32, relays: u32) -> Network {
+        NetworkBuilder::new("refresh")
+            .genesis(b"g".to_vec())
+            .admin_cidr("203.0.113.0/24")
+            .cluster(ClusterBuilder::new("a", ProviderKind::Aws, "Virginia").nodes(per_region))
+            .cluster(ClusterBuilder::new("b", ProviderKind::DigitalOcean, "Amsterdam").nodes(per_region))
+            .cluster(ClusterBuilder::new("c", ProviderKind::Local, "Oregon").nodes(per_region))
+            .service(ServiceBuilder::new("genesis", Role::Genesis))
+            .service(ServiceBuilder::new("master", Role::Master))
+            .service(
+                ServiceBuilder::new("relay", Role::Relay).containers(relays).strategy(Strategy::EmptiestNode),
+            )
+            .build()
+            .unwrap()
+    }
+
+    struct Quiet;
+    impl crate::executor::Reporter for Quiet {
+        fn event(&self, _: &crate::executor::ApplyEvent) {}
+    }
+
+    /// Applies the network to the world through the executor, as `peerfleet apply` would.
+    async fn converge(world: &TestWorld, net: &Network) {
+        let p = plan(net, &ActualState::default(), &Memory::default(), &PlanOptions::default()).unwrap().plan;
+        let options = crate::executor::ApplyOptions {
+            genesis: Some(net.chain.genesis.clone()),
+            parallelism: 32,
+            ..Default::default()
+        };
+        let store = crate::state::MemoryState::new();
+        let outcome =
+            crate::executor::apply(&p, &world.providers(), &store, &options, &Quiet, Default::default())
+                .await
+                .unwrap();
+        assert!(outcome.is_success(), "{:?}", outcome.failed);
+    }
+
+    #[tokio::test]
+    async fn refresh_costs_one_inventory_per_provider_region_whatever_the_size() {
+        for (per_region, relays) in [(1, 1), (20, 500)] {
+            let world = TestWorld::new();
+            let net = network(per_region, relays);
+            converge(&world, &net).await;
+            world.reset_counts();
+            let actual = refresh(&net, &world.providers(), &[], None).await.unwrap();
+            assert_eq!(world.calls(Op::Inventory), 3, "one per provider-region");
+            // One list per engine, and never a call per container.
+            assert_eq!(world.calls(Op::ListContainers), u64::from(3 * per_region));
+            assert_eq!(world.calls(Op::InspectContainer), 0);
+            assert_eq!(
+                actual.objects.values().filter(|o| matches!(o, Actual::Container(_))).count(),
+                relays as usize + 2
+            );
+            let p = plan(&net, &actual, &Memory::default(), &PlanOptions::default()).unwrap().plan;
+            assert!(!p.has_changes(), "a converged world plans nothing: {:?}", p.changes.first());
+        }
+    }
+
+    #[tokio::test]
+    async fn only_machines_contacts_no_engine() {
+        let world = TestWorld::new();
+        let net = network(2, 3);
+        converge(&world, &net).await;
+        world.reset_counts();
+        let actual = refresh(&net, &world.providers(), &[], Some(Layer::Machines)).await.unwrap();
+        assert_eq!(world.calls(Op::EngineFor) + world.calls(Op::ListContainers), 0);
+        assert!(!actual.containers_listed);
+    }
+
+    #[tokio::test]
+    async fn regions_remembered_in_state_are_refreshed_too() {
+        let world = TestWorld::new();
+        let net = network(1, 1);
+        converge(&world, &net).await;
+        // The spec moved cluster `a` to Oregon; state still remembers its machine in Virginia.
+        let old = world.machines(&net.name).into_iter().find(|m| m.region == "us-east-1").unwrap();
+        let mut moved = net.clone();
+        moved.clusters[0].region.slug = "us-west-2".into();
+        let actual =
+            refresh(&moved, &world.providers(), &[Actual::Machine(old.clone())], None).await.unwrap();
+        assert_eq!(
+            actual.machine(&old.address).map(|m| m.id.clone()),
+            Some(old.id),
+            "found where state said"
+        );
+    }
+}

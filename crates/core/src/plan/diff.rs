@@ -91,7 +91,8 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
     };
     differ(&mut r, "node", &have.node, &spec.node, true);
     differ(&mut r, "image", &have.image, &spec.image, true);
-    let keys: BTreeSet<&String> = have.env.keys().chain(spec.env.keys()).collect();
+    let keys: BTreeSet<&String> =
+        if have.env == spec.env { BTreeSet::new() } else { have.env.keys().chain(spec.env.keys()).collect() };
     for key in keys {
         let (before, after) = (have.env.get(key), spec.env.get(key));
         if before.map(|v| seal(key, v)) != after.map(|v| seal(key, v)) {
@@ -101,11 +102,30 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
             r.push(Reason::field(format!("env.{key}"), show(before), show(after), true));
         }
     }
-    differ(&mut r, "ports", &format!("{:?}", have.ports), &format!("{:?}", spec.ports), true);
+    // Typed comparisons first: formatting is only for the reasons of what differs.
+    if have.ports != spec.ports {
+        r.push(Reason::field(
+            "ports",
+            Some(format!("{:?}", have.ports)),
+            Some(format!("{:?}", spec.ports)),
+            true,
+        ));
+    }
     differ(&mut r, "restart", &have.restart.as_str(), &spec.restart.as_str(), true);
-    differ(&mut r, "health", &format!("{:?}", have.health), &format!("{:?}", spec.health), true);
-    differ(&mut r, "aliases", &have.aliases.join(","), &spec.aliases.join(","), true);
-    differ(&mut r, "needs", &have.needs.join(","), &spec.needs.join(","), true);
+    if have.health != spec.health {
+        r.push(Reason::field(
+            "health",
+            Some(format!("{:?}", have.health)),
+            Some(format!("{:?}", spec.health)),
+            true,
+        ));
+    }
+    if have.aliases != spec.aliases {
+        r.push(Reason::field("aliases", Some(have.aliases.join(",")), Some(spec.aliases.join(",")), true));
+    }
+    if have.needs != spec.needs {
+        r.push(Reason::field("needs", Some(have.needs.join(",")), Some(spec.needs.join(",")), true));
+    }
     r
 }
 

@@ -286,7 +286,7 @@ pub fn plan(
         only: opts.only,
         changes: changes.into_values().collect(),
         unchanged,
-        prior: actual.objects.values().cloned().collect(),
+        prior: prior(actual, network),
         base: PlanBase {
             lineage: memory.lineage.clone(),
             serial: memory.serial,
@@ -294,6 +294,31 @@ pub fn plan(
         },
     };
     Ok(Planned { plan, warnings, placement: set.placement })
+}
+
+/// What apply may need to look up besides the changes themselves: every machine, firewall and stable
+/// IP, and the containers of services others depend on (genesis, master: their hosts' addresses go
+/// into dependents' hosts files). Other unchanged containers are left out: with thousands of relays,
+/// copying them all into every plan would dominate its size.
+fn prior(actual: &ActualState, network: &Network) -> Vec<Actual> {
+    let needed: BTreeSet<&str> = network
+        .services
+        .iter()
+        .filter(|s| matches!(s.role, Role::Genesis | Role::Master))
+        .map(|s| s.name.as_str())
+        .collect();
+    actual
+        .objects
+        .values()
+        .filter(|o| match o {
+            Actual::Container(c) => match &c.address {
+                Address::Container { service, .. } => needed.contains(service.as_str()),
+                _ => true,
+            },
+            _ => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn compare(want: &Desired, have: &Actual, actual: &ActualState) -> Vec<Reason> {

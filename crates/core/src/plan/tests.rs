@@ -53,10 +53,9 @@ fn network(relays: u32) -> Network {
     }
 }
 
-/// What a perfect apply of `plan` leaves behind.
-fn realize(plan: &Plan) -> ActualState {
-    let mut objects: std::collections::BTreeMap<_, _> =
-        plan.prior.iter().map(|o| (o.address().clone(), o.clone())).collect();
+/// What a perfect apply of `plan`, made against `before`, leaves behind.
+fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
+    let mut objects = before.objects.clone();
     let mut next_id = 1000 + objects.len();
     for c in &plan.changes {
         objects.remove(&c.address);
@@ -112,6 +111,11 @@ fn realize(plan: &Plan) -> ActualState {
         }
     }
     ActualState { objects, duplicates: vec![], containers_listed: true }
+}
+
+/// What a perfect apply of a plan made against nothing leaves behind.
+fn realize(plan: &Plan) -> ActualState {
+    realize_from(&ActualState::default(), plan)
 }
 
 fn memory_after(plan: &Plan) -> Memory {
@@ -175,10 +179,11 @@ fn converged_network_plans_no_changes() {
 #[test]
 fn scaling_changes_only_the_difference() {
     let first = plan(&network(3), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
-    let up = plan(&network(9), &realize(&first), &memory_after(&first), &opts()).unwrap().plan;
+    let three = realize(&first);
+    let up = plan(&network(9), &three, &memory_after(&first), &opts()).unwrap().plan;
     assert_eq!(up.summary().create, 6, "{:#?}", actions(&up));
     assert!(up.changes.iter().all(|c| c.action == Action::Create && c.address.kind() == "container"));
-    let down = plan(&network(1), &realize(&up), &memory_after(&first), &opts()).unwrap().plan;
+    let down = plan(&network(1), &realize_from(&three, &up), &memory_after(&first), &opts()).unwrap().plan;
     // The newest (highest) slots go.
     assert_eq!(actions(&down), (1..9).map(|i| format!("- container.relay[{i}]")).collect::<Vec<_>>());
 }

@@ -1,0 +1,201 @@
+//! Planning at scale: refresh through the in-memory test provider, then plan, for a network of
+//! 1,000 nodes and 10,000 containers, and for 2× and 4× that.
+//!
+//! ```text
+//! cargo bench -p peerfleet-core --features testing --bench plan
+//! ```
+//!
+//! Each size runs in its own child process so its peak memory (VmHWM) is its own. Two cases per
+//! size: planning from nothing, and the no-op plan of a converged network (the common case of
+//! `peerfleet plan` on a running network). Targets at 1×: ≤ 200 ms and ≤ 100 MB.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use peerfleet_core::actual::ActualState;
+use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, Reporter, apply};
+use peerfleet_core::network::{Network, ProviderKind, Role, Strategy};
+use peerfleet_core::plan::{Memory, PlanOptions, plan};
+use peerfleet_core::refresh::refresh;
+use peerfleet_core::resource::{Container, ContainerState, Desired, Health, Machine, MachineStatus};
+use peerfleet_core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
+use peerfleet_core::state::MemoryState;
+use peerfleet_core::testing::TestWorld;
+
+const RUNS: usize = 7;
+
+/// `nodes` machines in clusters of 10 over AWS, DigitalOcean and local regions; `containers`
+/// containers: genesis, master, and relays by emptiest_node.
+fn network(nodes: u32, containers: u32) -> Network {
+    let aws =
+        ["Virginia", "Oregon", "São Paulo", "Frankfurt", "London", "Singapore", "Sydney", "Northern China"];
+    let digitalocean = ["Amsterdam", "Frankfurt", "London", "Singapore", "Sydney"];
+    let local = ["Virginia", "Oregon", "Amsterdam"];
+    let mut b =
+        NetworkBuilder::new("bench").genesis(b"{\"chain\":\"bench\"}".to_vec()).admin_cidr("203.0.113.0/24");
+    for i in 0..nodes / 10 {
+        let (provider, city) = match i % 3 {
+            0 => (ProviderKind::Aws, aws[(i as usize / 3) % aws.len()]),
+            1 => (ProviderKind::DigitalOcean, digitalocean[(i as usize / 3) % digitalocean.len()]),
+            _ => (ProviderKind::Local, local[(i as usize / 3) % local.len()]),
+        };
+        b = b.cluster(ClusterBuilder::new(format!("c{i}"), provider, city).nodes(10).tags(["peer_cluster"]));
+    }
+    b.service(ServiceBuilder::new("genesis", Role::Genesis))
+        .service(ServiceBuilder::new("master", Role::Master))
+        .service(
+            ServiceBuilder::new("relay", Role::Relay)
+                .containers(containers - 2)
+                .strategy(Strategy::EmptiestNode)
+                .deploy_tags(["peer_cluster"]),
+        )
+        .build()
+        .expect("the benchmark network is valid")
+}
+
+struct Quiet;
+
+impl Reporter for Quiet {
+    fn event(&self, _: &ApplyEvent) {}
+}
+
+/// A world holding exactly what applying `network` leaves. Machines and containers are put in
+/// directly (running 11,000 steps through the executor would measure the executor, not planning);
+/// the few firewalls and stable IPs then go through the executor, which the world has no other way in.
+fn converged_world(rt: &tokio::runtime::Runtime, network: &Network) -> TestWorld {
+    let world = TestWorld::new();
+    {
+        let first = plan(network, &ActualState::default(), &Memory::default(), &PlanOptions::default())
+            .expect("plans");
+        let mut ids = BTreeMap::new();
+        for (n, change) in first.plan.changes.iter().enumerate() {
+            if let Some(Desired::Machine(m)) = &change.after {
+                let id = format!("m-{n}");
+                ids.insert(m.address.clone(), id.clone());
+                let machine = Machine {
+                    id,
+                    address: m.address.clone(),
+                    provider: m.provider,
+                    region: m.region.slug.clone(),
+                    size: m.size.clone(),
+                    image: "img".into(),
+                    tags: m.tags.clone(),
+                    chain_id: m.chain_id.clone(),
+                    generation: 0,
+                    bootstrap: m.bootstrap,
+                    status: MachineStatus::Running,
+                    public_ip: Some("192.0.2.10".into()),
+                    private_ip: None,
+                };
+                world.insert_machine(&network.name, machine);
+            }
+        }
+        for (n, change) in first.plan.changes.iter().enumerate() {
+            if let Some(Desired::Container(s)) = &change.after {
+                let container = Container {
+                    id: format!("c-{n}"),
+                    address: s.address.clone(),
+                    spec: Some(s.clone()),
+                    state: ContainerState::Running,
+                    health: Health::Healthy,
+                    chain_id: s.chain_id.clone(),
+                };
+                world.insert_container(&network.name, &ids[&s.node], container);
+            }
+        }
+    }
+    let actual = rt.block_on(refresh(network, &world.providers(), &[], None)).expect("refresh");
+    let rest = plan(network, &actual, &Memory::default(), &PlanOptions::default()).expect("plans").plan;
+    let options = ApplyOptions { genesis: Some(network.chain.genesis.clone()), ..Default::default() };
+    let outcome = rt
+        .block_on(apply(&rest, &world.providers(), &MemoryState::new(), &options, &Quiet, Interrupt::new()))
+        .expect("apply starts");
+    assert!(outcome.is_success(), "{:?}", outcome.failed.first());
+    world
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets the kernel's peak-RSS mark to the current RSS (Linux `clear_refs`), so the peak measured
+/// afterwards belongs to what runs afterwards.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// One size, in this process: prints a result line.
+fn run(scale: u32) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (nodes, containers) = (1_000 * scale, 10_000 * scale);
+    let net = network(nodes, containers);
+    let empty = TestWorld::new();
+    let converged = converged_world(&rt, &net);
+    let mut fresh_times = Vec::new();
+    let mut noop_times = Vec::new();
+    let mut changes = (0, 0);
+    reset_peak();
+    let baseline = rss_kib("VmRSS:");
+    for _ in 0..RUNS {
+        for (world, times, slot) in [(&empty, &mut fresh_times, 0), (&converged, &mut noop_times, 1)] {
+            let start = Instant::now();
+            let actual = rt.block_on(refresh(&net, &world.providers(), &[], None)).expect("refresh");
+            let planned = plan(
+                &net,
+                &actual,
+                &Memory::default(),
+                &PlanOptions { refreshed: true, ..Default::default() },
+            )
+            .expect("plan");
+            times.push(start.elapsed());
+            if slot == 0 {
+                changes.0 = planned.plan.changes.len()
+            } else {
+                changes.1 = planned.plan.changes.len()
+            }
+        }
+    }
+    println!(
+        "| {scale}× | {nodes} | {containers} | {:.1} ms ({} changes) | {:.1} ms ({} changes) | {:.1} MB | {:.1} MB |",
+        median(fresh_times).as_secs_f64() * 1e3,
+        changes.0,
+        median(noop_times).as_secs_f64() * 1e3,
+        changes.1,
+        rss_kib("VmHWM:").saturating_sub(baseline) as f64 / 1024.0,
+        rss_kib("VmHWM:") as f64 / 1024.0,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--size") {
+        run(args[i + 1].parse().expect("--size N"));
+        return;
+    }
+    println!("refresh (test provider) + plan, median of {RUNS} runs");
+    println!("memory: peak RSS growth while refreshing and planning, and the process's peak RSS with the");
+    println!("in-memory test world (which stands in for the clouds' own memory) already built\n");
+    println!(
+        "| size | nodes | containers | plan from nothing | no-op plan (converged) | refresh+plan peak growth | process peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let exe = std::env::current_exe().expect("own path");
+    for scale in [1, 2, 4] {
+        let out = Command::new(&exe).args(["--size", &scale.to_string()]).output().expect("child runs");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
