@@ -262,7 +262,7 @@ async fn apply_holding(
 async fn a_network_comes_up_in_dependency_order_and_is_recorded() {
     let world = TestWorld::new();
     world.set_healthy_after(Duration::from_secs(2));
-    let store = MemoryState::new();
+    let store = MemoryState::recording();
     let plan = plan_from(&State::new(), network_changes(), vec![]);
     let (outcome, rec) = run(&plan, &world, &store, &options()).await;
 
@@ -305,13 +305,14 @@ async fn a_network_comes_up_in_dependency_order_and_is_recorded() {
     // One save per intent batch and per completion batch, never a half-written step.
     assert!(store.writes() >= 8, "{}", store.writes());
     let serials: Vec<u64> = store.history().iter().map(|s| s.serial).collect();
+    assert_eq!(serials.len(), store.writes());
     assert!(serials.windows(2).all(|w| w[1] == w[0] + 1), "{serials:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_create_is_on_record_before_the_provider_is_called() {
     let world = TestWorld::new();
-    let store = MemoryState::new();
+    let store = MemoryState::recording();
     let changes = vec![create(machine("a", 0), &[]), create(machine("b", 0), &[Address::machine("a", 0)])];
     let plan = plan_from(&State::new(), changes, vec![]);
     let (outcome, _) = run(&plan, &world, &store, &options()).await;

@@ -11,8 +11,9 @@ use super::{State, StateBackend};
 
 /// An in-memory state backend with the same lock semantics as [`super::LocalStateFile`].
 ///
-/// Clones share the same state and lock, as two processes share one file. Tests can read every
-/// version written ([`MemoryState::history`]) and make writes fail ([`MemoryState::fail_writes`]).
+/// Clones share the same state and lock, as two processes share one file. Tests can keep every
+/// version written ([`MemoryState::recording`], [`MemoryState::history`]) and make writes fail
+/// ([`MemoryState::fail_writes`]).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryState {
     inner: Arc<Mutex<Inner>>,
@@ -21,7 +22,9 @@ pub struct MemoryState {
 #[derive(Debug, Default)]
 struct Inner {
     state: State,
-    history: Vec<State>,
+    /// Every version written, when recording (off by default: a large apply writes thousands).
+    history: Option<Vec<State>>,
+    writes: usize,
     lock: Option<LockInfo>,
     failing_writes: u32,
 }
@@ -30,6 +33,13 @@ impl MemoryState {
     /// An empty state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty state that keeps every version written, for [`MemoryState::history`].
+    pub fn recording() -> Self {
+        let backend = Self::default();
+        backend.inner().history = Some(Vec::new());
+        backend
     }
 
     /// A backend holding `state`.
@@ -49,14 +59,14 @@ impl MemoryState {
         self.inner().state.clone()
     }
 
-    /// Every state written, oldest first.
+    /// Every state written, oldest first (empty unless made with [`MemoryState::recording`]).
     pub fn history(&self) -> Vec<State> {
-        self.inner().history.clone()
+        self.inner().history.clone().unwrap_or_default()
     }
 
     /// How many writes succeeded.
     pub fn writes(&self) -> usize {
-        self.inner().history.len()
+        self.inner().writes
     }
 
     /// Makes the next `n` writes fail.
@@ -94,7 +104,10 @@ impl StateBackend for MemoryState {
             return Err(StateError::new(LOCATION, StateErrorKind::Injected));
         }
         inner.state = state.clone();
-        inner.history.push(state.clone());
+        inner.writes += 1;
+        if let Some(history) = &mut inner.history {
+            history.push(state.clone());
+        }
         Ok(())
     }
 
