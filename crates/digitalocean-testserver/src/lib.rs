@@ -211,6 +211,23 @@ impl TestServer {
         }
     }
 
+    /// Records `n` requests spread evenly over the last `over` (at most one short window), as another
+    /// client of the same token that has been busy for a while would have made them. Use on a
+    /// server whose limit has seen no requests yet.
+    pub fn consume_rate_limit_over(&self, n: u32, over: Duration) {
+        let mut guard = lock(&self.shared.limit);
+        let (limit, windows) = &mut *guard;
+        if let Some(limit) = limit {
+            let now = Instant::now();
+            let span = over.min(limit.minute);
+            for i in 0..n {
+                // Oldest first, so the log stays in time order.
+                let ago = span.mul_f64(f64::from(n - i) / f64::from(n.max(1)));
+                windows.admit(limit, now.checked_sub(ago).unwrap_or(now));
+            }
+        }
+    }
+
     /// Changes boot and action durations for what happens from now on.
     pub fn set_timing(&self, timing: Timing) {
         lock(&self.shared.world).set_timing(timing);

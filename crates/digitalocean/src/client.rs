@@ -3,8 +3,8 @@
 //! Retry rules, all bounded by [`RetryPolicy`]:
 //! - `429`: the request was refused before it was processed, so any request is retried, after the
 //!   server's `retry-after` (burst limit) or `ratelimit-reset` (hourly quota); every other request
-//!   of the token waits too ([`RateLimiter::block_until`]). A wait longer than
-//!   [`RetryPolicy::max_throttle_wait`] is returned as `Throttled { retry_after }` instead.
+//!   of the token waits too ([`RateLimiter::burst_refused`], [`RateLimiter::block_until`]). A wait
+//!   longer than [`RetryPolicy::max_throttle_wait`] is returned as `Throttled { retry_after }`.
 //! - `5xx`, `408`, timeouts, broken connections: retried with jittered exponential backoff, but only
 //!   for [`Retry::Safe`] calls (reads, deletes, full updates). A create is [`Retry::Unsafe`]: when its
 //!   answer is lost the droplet may exist, so the caller looks it up before trying again. A
@@ -260,12 +260,13 @@ impl Api {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 throttled += 1;
                 let now = Instant::now();
-                let until =
-                    match (header_u64(&headers, "retry-after"), header_u64(&headers, "ratelimit-reset")) {
-                        (Some(secs), _) => now + Duration::from_secs(secs),
-                        (None, Some(reset)) => instant_of_epoch(reset).max(now + self.retry.base_delay),
-                        (None, None) => now + self.backoff(throttled - 1),
-                    };
+                let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
+                let until = match (retry_after, header_u64(&headers, "ratelimit-reset")) {
+                    (Some(wait), _) => now + wait,
+                    // The hourly quota: wait until its oldest request expires.
+                    (None, Some(reset)) => instant_of_epoch(reset).max(now + self.retry.base_delay),
+                    (None, None) => now + self.backoff(throttled - 1),
+                };
                 let wait = until - now;
                 let body = resp.bytes().await.unwrap_or_default();
                 if wait > self.retry.max_throttle_wait || throttled > self.retry.max_throttled {
@@ -284,7 +285,10 @@ impl Api {
                     ));
                 }
                 tracing::debug!(%operation, wait_ms = wait.as_millis() as u64, "rate limited; waiting for the reset");
-                self.limiter.block_until(until);
+                match retry_after {
+                    Some(wait) => self.limiter.burst_refused(wait),
+                    None => self.limiter.block_until(until),
+                }
                 continue;
             }
             permit.finish(Outcome::Counted);

@@ -10,7 +10,7 @@
 //!
 //! Other clients of the same token are invisible until the server says so; the limiter is corrected
 //! from `ratelimit-remaining` / `ratelimit-reset` (hourly quota) and from `429` answers
-//! ([`RateLimiter::block_until`]).
+//! ([`RateLimiter::burst_refused`], [`RateLimiter::block_until`]).
 //!
 //! Time is [`tokio::time::Instant`], so tests run the limiter on tokio's paused clock, and the windows
 //! are configurable ([`RateLimits`]) so tests and benchmarks can use a scaled limit with the same
@@ -52,23 +52,41 @@ impl Default for RateLimits {
     }
 }
 
-/// Spent tokens of one window, as the times they come back, oldest first.
+/// Spent tokens of one window, as the times they come back (with how many come back then), oldest
+/// first. Counted entries keep corrections for thousands of unseen requests one entry each.
 #[derive(Debug, Default)]
 struct Window {
-    returns: VecDeque<Instant>,
+    returns: VecDeque<(Instant, u64)>,
+    spent: u64,
 }
 
 impl Window {
     fn expire(&mut self, now: Instant) {
-        while self.returns.front().is_some_and(|t| *t <= now) {
+        while let Some((at, n)) = self.returns.front().copied()
+            && at <= now
+        {
             self.returns.pop_front();
+            self.spent -= n;
         }
     }
 
-    fn push(&mut self, at: Instant) {
+    fn push(&mut self, at: Instant, n: u64) {
+        if n == 0 {
+            return;
+        }
         // Answers arrive in time order, so this is almost always an append.
-        let pos = self.returns.partition_point(|t| *t <= at);
-        self.returns.insert(pos, at);
+        let pos = self.returns.partition_point(|(t, _)| *t <= at);
+        self.returns.insert(pos, (at, n));
+        self.spent += n;
+    }
+
+    fn next_return(&self) -> Option<Instant> {
+        self.returns.front().map(|(at, _)| *at)
+    }
+
+    /// Tokens left of `cap`, with `in_flight` held by requests under way.
+    fn left(&self, cap: u32, in_flight: u32) -> u64 {
+        u64::from(cap).saturating_sub(self.spent + u64::from(in_flight))
     }
 }
 
@@ -146,13 +164,12 @@ impl RateLimiter {
                 let now = Instant::now();
                 s.minute.expire(now);
                 s.hour.expire(now);
-                let busy = |w: &Window, cap: u32| w.returns.len() + s.in_flight as usize >= cap as usize;
                 if let Some(until) = s.blocked_until.filter(|u| *u > now) {
                     Some(until)
-                } else if busy(&s.minute, self.limits.per_minute) {
-                    s.minute.returns.front().copied()
-                } else if busy(&s.hour, self.limits.per_hour) {
-                    s.hour.returns.front().copied()
+                } else if s.minute.left(self.limits.per_minute, s.in_flight) == 0 {
+                    s.minute.next_return()
+                } else if s.hour.left(self.limits.per_hour, s.in_flight) == 0 {
+                    s.hour.next_return()
                 } else {
                     s.in_flight += 1;
                     return Permit { limiter: self.clone(), finished: false };
@@ -177,8 +194,8 @@ impl RateLimiter {
             s.in_flight = s.in_flight.saturating_sub(1);
             if outcome == Outcome::Counted {
                 let now = Instant::now();
-                s.minute.push(now + self.limits.minute);
-                s.hour.push(now + self.limits.hour);
+                s.minute.push(now + self.limits.minute, 1);
+                s.hour.push(now + self.limits.hour, 1);
             }
         }
         self.released.notify_waiters();
@@ -192,6 +209,32 @@ impl RateLimiter {
         }
     }
 
+    /// The burst limit refused a request and the next slot frees in `retry_after`: the short window
+    /// is full, with requests this limiter never saw. Nothing is sent before the slot frees, and the
+    /// unseen requests are assumed to expire evenly between then and one window from now (as if they
+    /// had been spread over the last window). When they were one recent burst, `retry_after` is
+    /// close to the window and they all free at once; when they were spread out, so are their
+    /// expiries. Either way the pace that follows matches what the server admits, instead of a
+    /// second wave of `429`s.
+    pub fn burst_refused(&self, retry_after: Duration) {
+        let now = Instant::now();
+        let from = now + retry_after;
+        let to = now + self.limits.minute.max(retry_after);
+        let mut s = self.lock();
+        if s.blocked_until.is_none_or(|b| b < from) {
+            s.blocked_until = Some(from);
+        }
+        s.minute.expire(now);
+        let unseen = s.minute.left(self.limits.per_minute, s.in_flight);
+        // In at most 100 steps from `from` to `to`, each returning its share of the unseen tokens.
+        let steps = unseen.min(100);
+        for i in 0..steps {
+            let share = unseen * (i + 1) / steps - unseen * i / steps;
+            let at = from + (to - from).mul_f64(i as f64 / steps as f64);
+            s.minute.push(at, share);
+        }
+    }
+
     /// Corrects the hourly bucket from the server's count: `remaining` requests left, the oldest
     /// counted one expiring at `reset`. Only ever lowers what the limiter believes is left: requests
     /// this limiter did not see were made by another client of the same token.
@@ -199,15 +242,10 @@ impl RateLimiter {
         let mut s = self.lock();
         let now = Instant::now();
         s.hour.expire(now);
-        let believed =
-            (self.limits.per_hour as usize).saturating_sub(s.hour.returns.len() + s.in_flight as usize);
-        let missing = believed.saturating_sub(remaining as usize);
+        let missing = s.hour.left(self.limits.per_hour, s.in_flight).saturating_sub(u64::from(remaining));
         // The unknown requests expire from `reset` on; assuming all of them expire then is the
         // earliest they can, and the server corrects us again if not.
-        let at = reset.max(now);
-        for _ in 0..missing {
-            s.hour.push(at);
-        }
+        s.hour.push(reset.max(now), missing);
     }
 
     /// Tokens available right now in the (minute, hour) windows, for tests and diagnostics.
@@ -216,11 +254,8 @@ impl RateLimiter {
         let now = Instant::now();
         s.minute.expire(now);
         s.hour.expire(now);
-        let used = |w: &Window| (w.returns.len() + s.in_flight as usize) as u32;
-        (
-            self.limits.per_minute.saturating_sub(used(&s.minute)),
-            self.limits.per_hour.saturating_sub(used(&s.hour)),
-        )
+        let left = |w: &Window, cap: u32| u32::try_from(w.left(cap, s.in_flight)).unwrap_or(u32::MAX);
+        (left(&s.minute, self.limits.per_minute), left(&s.hour, self.limits.per_hour))
     }
 }
 
@@ -304,6 +339,40 @@ mod tests {
         limiter.block_until(t0 + Duration::from_secs(7));
         limiter.acquire().await.finish(Outcome::Counted);
         assert_eq!(t0.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_burst_refusal_unseen_requests_expire_between_the_retry_and_one_window() {
+        let limiter = RateLimiter::new(limits(10, 5000));
+        let t0 = Instant::now();
+        limiter.burst_refused(Duration::from_secs(20));
+        // Ten unseen requests return at 20, 24, 28, ... 56 s.
+        limiter.acquire().await.finish(Outcome::Counted);
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
+        limiter.acquire().await.finish(Outcome::Counted);
+        assert_eq!(t0.elapsed(), Duration::from_secs(24));
+        // A refusal right after a burst (retry close to the window) frees everything at once.
+        let fresh = RateLimiter::new(limits(10, 5000));
+        let t1 = Instant::now();
+        fresh.burst_refused(Duration::from_secs(60));
+        for _ in 0..10 {
+            fresh.acquire().await.finish(Outcome::Counted);
+        }
+        assert_eq!(t1.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn corrections_cost_one_entry_however_large_the_limit() {
+        let limiter = RateLimiter::new(RateLimits {
+            per_minute: u32::MAX,
+            minute: Duration::from_secs(60),
+            per_hour: u32::MAX,
+            hour: Duration::from_secs(3600),
+        });
+        limiter.observe(4999, Instant::now() + Duration::from_secs(10));
+        limiter.burst_refused(Duration::from_secs(1));
+        assert_eq!(limiter.available(), (0, 4999));
+        assert!(limiter.lock().minute.returns.len() <= 100 && limiter.lock().hour.returns.len() == 1);
     }
 
     #[tokio::test(start_paused = true)]

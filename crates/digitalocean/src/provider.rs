@@ -388,35 +388,38 @@ impl Inner {
     }
 
     /// Calls `check` until it yields a value, sleeping between calls in proportion to the time
-    /// already waited ([`crate::PollPolicy::interval`], which `check` is given); bounded by `timeout`.
+    /// already waited ([`crate::PollPolicy::interval`]); bounded by `timeout`. `check` is given the
+    /// instant the previous check began: anything observed since then is news to it.
     async fn poll_until<'a, T>(
         &self,
         what: &str,
         timeout: Duration,
-        mut check: impl FnMut(Duration) -> BoxFuture<'a, Result<Option<T>, ProviderError>> + Send,
+        mut check: impl FnMut(Instant) -> BoxFuture<'a, Result<Option<T>, ProviderError>> + Send,
     ) -> Result<T, ProviderError> {
         let start = Instant::now();
+        let mut since = start;
         loop {
             let elapsed = start.elapsed();
             if elapsed >= timeout {
                 return Err(transient(format!("{what} within {} s", timeout.as_secs())));
             }
-            let interval = self.settings.poll.interval(elapsed);
-            tokio::time::sleep(interval).await;
-            if let Some(done) = check(interval).await? {
+            tokio::time::sleep(self.settings.poll.interval(elapsed)).await;
+            let now = Instant::now();
+            if let Some(done) = check(since).await? {
                 return Ok(done);
             }
+            since = now;
         }
     }
 
-    /// Polls the network's listing (shared with every other waiter) until droplet `id` is `active`.
+    /// Polls the network's listing until droplet `id` is `active`. Every waiter accepts any listing
+    /// that started after its previous look, so all droplets waiting at once share one listing per
+    /// round, however slow listings are.
     async fn wait_active(self: &Arc<Self>, network: &str, id: u64) -> Result<Droplet, ProviderError> {
         let what = format!("droplet {id} did not become active");
-        self.poll_until(&what, self.settings.poll.active_timeout, |interval| {
+        self.poll_until(&what, self.settings.poll.active_timeout, |since| {
             async move {
-                // A listing up to half an interval old is as good as polling half an interval earlier.
-                let bound = Instant::now().checked_sub(interval / 2).unwrap_or_else(Instant::now);
-                let listed = self.droplets(network, bound).await?;
+                let listed = self.droplets(network, since).await?;
                 match listed.into_iter().find(|d| d.id == id) {
                     Some(d) if d.status == "active" => Ok(Some(d)),
                     Some(d) if d.status == "archive" => Err(ProviderError::new(

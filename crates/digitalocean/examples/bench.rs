@@ -1,0 +1,365 @@
+//! Benchmark of the DigitalOcean provider against the in-process test server (which applies
+//! DigitalOcean's rate limit the way the API does, and checks every message against the OpenAPI
+//! description).
+//!
+//! ```text
+//! cargo run -p peerfleet-digitalocean --example bench -- [--scale N] [--boot SECONDS] [--only NAME]
+//! ```
+//!
+//! - `--scale N` divides the limit's windows, the boot time and the poll intervals by N while keeping
+//!   the request counts (250 per minute becomes 250 per 60/N s); default 1, DigitalOcean's real limit.
+//! - `--boot SECONDS`: how long a droplet stays `new` (default 20).
+//! - `--only refresh|apply|busy|pace` runs one scenario.
+//!
+//! Scenarios, each on a fresh server and a fresh provider:
+//! - `refresh`: inventory of a network of 500 droplets in five regions;
+//! - `apply`: the machine layer of a 100-droplet network (5 firewalls, 100 droplets, 2 reserved
+//!   IPs), first without any rate limit (the reference), then under 250/minute;
+//! - `busy`: the same apply on a token whose 250 requests of the minute another client has just
+//!   spent;
+//! - `pace`: 750 list requests back to back, which the limit alone makes take two windows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use peerfleet_core::Address;
+use peerfleet_core::network::{ProviderKind, Region};
+use peerfleet_core::provider::{CreateContext, EngineTls, MachineProvider, NodePki, ProviderError, Secret};
+use peerfleet_core::resource::{FirewallRule, FirewallSpec, MachineSpec, Protocol, StableIpSpec};
+use peerfleet_digitalocean::{DigitalOceanProvider, PollPolicy, RateLimits, Settings};
+use peerfleet_digitalocean_testserver::{Config, RateLimit, TestServer, Timing};
+
+const REGIONS: [&str; 5] = ["sgp1", "syd1", "fra1", "ams3", "lon1"];
+const NETWORK: &str = "bench";
+
+struct Options {
+    scale: u32,
+    boot: Duration,
+    only: Option<String>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options { scale: 1, boot: Duration::from_secs(20), only: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--scale" => o.scale = value()?.parse().context("--scale")?,
+            "--boot" => o.boot = Duration::from_secs_f64(value()?.parse().context("--boot")?),
+            "--only" => o.only = Some(value()?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if o.scale == 0 {
+        bail!("--scale must be at least 1");
+    }
+    Ok(o)
+}
+
+impl Options {
+    fn limit(&self) -> RateLimit {
+        let d = RateLimit::DIGITALOCEAN;
+        RateLimit { minute: d.minute / self.scale, hour: d.hour / self.scale, ..d }
+    }
+
+    fn window(&self) -> Duration {
+        self.limit().minute
+    }
+
+    fn timing(&self) -> Timing {
+        Timing { boot: self.boot / self.scale, action: Duration::from_secs(2) / self.scale }
+    }
+
+    fn settings(&self, server: &TestServer, limited: bool) -> Settings {
+        let l = self.limit();
+        let limits = if limited {
+            RateLimits { per_minute: l.per_minute, minute: l.minute, per_hour: l.per_hour, hour: l.hour }
+        } else {
+            RateLimits { per_minute: u32::MAX / 2, minute: l.minute, per_hour: u32::MAX / 2, hour: l.hour }
+        };
+        let poll = PollPolicy::default();
+        Settings {
+            api_url: server.url().to_string(),
+            limits,
+            poll: PollPolicy {
+                min_interval: poll.min_interval / self.scale,
+                max_interval: poll.max_interval / self.scale,
+                ..poll
+            },
+            ..Settings::default()
+        }
+    }
+
+    async fn server(&self, limited: bool) -> anyhow::Result<TestServer> {
+        Ok(TestServer::start_with(Config {
+            timing: self.timing(),
+            rate_limit: limited.then(|| self.limit()),
+            ..Config::default()
+        })
+        .await?)
+    }
+}
+
+/// Distinct TLS material per machine, like the network's PKI.
+struct Pki;
+
+impl NodePki for Pki {
+    fn issue_server(&self, address: &Address, _sans: &[String]) -> Result<EngineTls, ProviderError> {
+        Ok(EngineTls {
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n".into(),
+            server_cert_pem: format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                address.slug()
+            ),
+            server_key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----\n"),
+        })
+    }
+}
+
+fn firewall(region: &str) -> FirewallSpec {
+    FirewallSpec {
+        address: Address::firewall(ProviderKind::DigitalOcean, region),
+        network: NETWORK.into(),
+        provider: ProviderKind::DigitalOcean,
+        region: region.into(),
+        rules: vec![
+            FirewallRule { protocol: Protocol::Tcp, port: 2376, sources: vec!["198.51.100.0/24".into()] },
+            FirewallRule { protocol: Protocol::Tcp, port: 26656, sources: vec!["0.0.0.0/0".into()] },
+        ],
+    }
+}
+
+fn machine(region: &str, slot: u32) -> MachineSpec {
+    MachineSpec {
+        address: Address::machine(format!("c-{region}"), slot),
+        network: NETWORK.into(),
+        provider: ProviderKind::DigitalOcean,
+        region: Region { slug: region.into(), city: None },
+        size: "s-1vcpu-1gb".into(),
+        image: None,
+        tags: BTreeSet::from(["peer_cluster".to_string()]),
+        profile: None,
+        bootstrap: 1,
+        chain_id: None,
+        generation: 0,
+        idempotency_key: String::new(),
+        firewall: Some(Address::firewall(ProviderKind::DigitalOcean, region)),
+    }
+}
+
+struct Applied {
+    total: Duration,
+    phases: [Duration; 3],
+}
+
+/// The machine layer of a 100-droplet network, in the executor's order: firewalls, then machines,
+/// then the stable IPs of the genesis and master hosts; each phase fully concurrent.
+async fn apply(p: &DigitalOceanProvider) -> anyhow::Result<Applied> {
+    let start = Instant::now();
+    let fws: Vec<FirewallSpec> = REGIONS.iter().map(|r| firewall(r)).collect();
+    for r in futures::future::join_all(fws.iter().map(|f| p.create_firewall(f))).await {
+        r?;
+    }
+    let t_fw = start.elapsed();
+    let ctx = CreateContext { firewall: None, pki: Some(Arc::new(Pki)) };
+    let specs: Vec<MachineSpec> = REGIONS.iter().flat_map(|r| (0..20).map(move |i| machine(r, i))).collect();
+    let mut machines = Vec::new();
+    for r in futures::future::join_all(specs.iter().map(|s| p.create_machine(s, &ctx))).await {
+        machines.push(r?);
+    }
+    let t_machines = start.elapsed();
+    // The genesis and master hosts: the first machine of the first two clusters.
+    let mut anchors = Vec::new();
+    for m in [&machines[0], &machines[20]] {
+        let Address::Machine { cluster, slot } = &m.address else {
+            bail!("{} is not a machine address", m.address)
+        };
+        let spec = StableIpSpec {
+            address: Address::stable_ip(cluster.clone(), *slot),
+            network: NETWORK.into(),
+            machine: m.address.clone(),
+            provider: ProviderKind::DigitalOcean,
+            region: m.region.clone(),
+        };
+        anchors.push((spec, m));
+    }
+    for r in futures::future::join_all(anchors.iter().map(|(s, m)| p.create_stable_ip(s, m))).await {
+        r?;
+    }
+    let total = start.elapsed();
+    Ok(Applied { total, phases: [t_fw, t_machines - t_fw, total - t_machines] })
+}
+
+fn counts(server: &TestServer) -> String {
+    let c: BTreeMap<String, u64> = server.request_counts();
+    c.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// What a sliding window of `per` requests per `window` alone allows for `n` requests sent as fast
+/// as possible: request k waits for request k-per to expire.
+fn limit_bound(n: u64, per: u32, window: Duration) -> Duration {
+    window * (n.saturating_sub(1) / u64::from(per)) as u32
+}
+
+async fn refresh(o: &Options) -> anyhow::Result<()> {
+    let server = o.server(true).await?;
+    let tags = vec![
+        format!("peerfleet:network:{NETWORK}"),
+        "peerfleet:gen:0".into(),
+        "peerfleet:boot:1".into(),
+        "peer_cluster".into(),
+    ];
+    server.with_world(|w| {
+        for i in 0..500u32 {
+            let region = REGIONS[(i % 5) as usize];
+            w.seed_droplet(
+                &format!("{NETWORK}-c-{region}-{}", i / 5),
+                region,
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                &tags,
+                true,
+            );
+        }
+    });
+    let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
+    let start = Instant::now();
+    let all = futures::future::join_all(REGIONS.iter().map(|r| p.inventory(NETWORK, r))).await;
+    let elapsed = start.elapsed();
+    let machines: usize = all.into_iter().map(|r| r.map(|i| i.machines.len())).sum::<Result<usize, _>>()?;
+    println!("## refresh of {machines} droplets in {} regions", REGIONS.len());
+    println!("- time: {}", secs(elapsed));
+    println!("- droplet list requests: {}", server.request_count("droplets_list"));
+    println!("- all requests: {} ({})", server.total_requests(), counts(&server));
+    println!("- 429s: {}", server.throttled());
+    server.assert_conforms();
+    Ok(())
+}
+
+async fn apply_fresh(o: &Options) -> anyhow::Result<Duration> {
+    let reference = {
+        let server = o.server(false).await?;
+        let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, false))?;
+        let a = apply(&p).await?;
+        println!("## apply of 100 droplets without a rate limit (reference)");
+        println!(
+            "- time: {} (firewalls {}, machines {}, stable IPs {})",
+            secs(a.total),
+            secs(a.phases[0]),
+            secs(a.phases[1]),
+            secs(a.phases[2])
+        );
+        println!("- requests: {} ({})", server.total_requests(), counts(&server));
+        server.assert_conforms();
+        a.total
+    };
+    let server = o.server(true).await?;
+    let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
+    let a = apply(&p).await?;
+    let n = server.total_requests();
+    let allowed = reference.max(limit_bound(n, o.limit().per_minute, o.window()));
+    println!("## apply of 100 droplets under {} per {}", o.limit().per_minute, secs(o.window()));
+    println!(
+        "- time: {} (firewalls {}, machines {}, stable IPs {})",
+        secs(a.total),
+        secs(a.phases[0]),
+        secs(a.phases[1]),
+        secs(a.phases[2])
+    );
+    println!("- requests: {n} ({})", counts(&server));
+    println!("- 429s: {}", server.throttled());
+    println!(
+        "- what the limit allows: {} ; ratio {:.3}",
+        secs(allowed),
+        a.total.as_secs_f64() / allowed.as_secs_f64()
+    );
+    server.assert_conforms();
+    Ok(reference)
+}
+
+async fn apply_busy(o: &Options, reference: Duration) -> anyhow::Result<()> {
+    let server = o.server(true).await?;
+    // Another client of the token has just spent the minute's 250 requests.
+    server.consume_rate_limit(o.limit().per_minute);
+    let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
+    let a = apply(&p).await?;
+    let allowed = o.window() + reference;
+    println!("## apply of 100 droplets on a token whose minute was just spent by another client");
+    println!(
+        "- time: {} (firewalls {}, machines {}, stable IPs {})",
+        secs(a.total),
+        secs(a.phases[0]),
+        secs(a.phases[1]),
+        secs(a.phases[2])
+    );
+    println!("- requests: {} ({})", server.total_requests(), counts(&server));
+    println!("- 429s: {}", server.throttled());
+    println!(
+        "- what the limit allows (the spent window, then the reference apply): {} ; ratio {:.3}",
+        secs(allowed),
+        a.total.as_secs_f64() / allowed.as_secs_f64()
+    );
+    server.assert_conforms();
+    Ok(())
+}
+
+async fn pace(o: &Options) -> anyhow::Result<()> {
+    let server = o.server(true).await?;
+    let mut settings = o.settings(&server, true);
+    // Every inventory lists anew, so each costs three requests.
+    settings.refresh_reuse = Duration::ZERO;
+    let p = DigitalOceanProvider::new(Secret::new(server.token()), settings)?;
+    let start = Instant::now();
+    for _ in 0..250 {
+        p.inventory(NETWORK, "fra1").await?;
+    }
+    let elapsed = start.elapsed();
+    let n = server.total_requests();
+    let allowed = limit_bound(n, o.limit().per_minute, o.window());
+    println!("## {n} requests back to back under {} per {}", o.limit().per_minute, secs(o.window()));
+    println!("- time: {}", secs(elapsed));
+    println!("- 429s: {}", server.throttled());
+    println!(
+        "- what the limit allows: {} ; ratio {:.3}",
+        secs(allowed),
+        elapsed.as_secs_f64() / allowed.as_secs_f64()
+    );
+    server.assert_conforms();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    println!(
+        "# DigitalOcean provider benchmark: limit {} per {} and {} per {}, boot {}\n",
+        o.limit().per_minute,
+        secs(o.limit().minute),
+        o.limit().per_hour,
+        secs(o.limit().hour),
+        secs(o.timing().boot)
+    );
+    let run = |name: &str| o.only.as_deref().is_none_or(|only| only == name);
+    if run("refresh") {
+        refresh(&o).await?;
+    }
+    let mut reference = None;
+    if run("apply") || run("busy") {
+        reference = Some(apply_fresh(&o).await?);
+    }
+    if run("busy")
+        && let Some(reference) = reference
+    {
+        apply_busy(&o, reference).await?;
+    }
+    if run("pace") {
+        pace(&o).await?;
+    }
+    Ok(())
+}
