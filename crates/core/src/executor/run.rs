@@ -53,11 +53,12 @@ pub async fn apply(
 }
 
 /// [`apply`] for a caller that already holds the state lock (e.g. across refresh, plan and apply).
-/// The lease is renewed while applying; if renewal fails (the lock was taken over), nothing more is
-/// written and the outcome's `state_error` says why.
+/// The lease is renewed first (a lock lost while the caller held it is refused before anything runs)
+/// and then every third of the lease while applying; if a renewal fails (the lock was taken over),
+/// nothing more is written and the outcome's `state_error` says why.
 ///
 /// # Errors
-/// As [`apply`], except locking.
+/// As [`apply`]; a lock that was taken over or removed is [`crate::state::StateErrorKind::LockLost`].
 pub async fn apply_locked(
     plan: &Plan,
     providers: &Providers,
@@ -68,6 +69,9 @@ pub async fn apply_locked(
     interrupt: Interrupt,
 ) -> Result<ApplyOutcome, ExecutorError> {
     let queue = preflight(plan, providers, options)?;
+    // The caller may have held the lock for a while (a confirmation prompt): if its lease ran out and
+    // someone took it over, we must not write a byte. Renewing also proves the lock is still ours.
+    lock.renew().await?;
     let state = store.load().await?;
     if !state.is_base_of(&plan.base) {
         return Err(ExecutorError::StalePlan {

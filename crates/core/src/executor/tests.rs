@@ -859,6 +859,25 @@ async fn a_lost_lock_stops_all_state_writes() {
     assert_eq!(outcome.succeeded, [Address::machine("a", 0)], "the step in flight still completes");
 }
 
+#[tokio::test]
+async fn a_lock_lost_before_applying_is_refused_before_anything_runs() {
+    let world = TestWorld::new();
+    let store = MemoryState::new();
+    let mut lock = store.lock("apply", &crate::state::LockOptions::default()).await.unwrap();
+    // While our user sat at the confirmation prompt, the lease ran out and someone took over.
+    store.set_holder(Some(LockInfo::for_this_process("apply", Duration::from_secs(600))));
+    let plan = plan_from(&State::new(), vec![create(machine("a", 0), &[])], vec![]);
+    let noop = |_: &ApplyEvent| {};
+    let err =
+        apply_locked(&plan, &world.providers(), &store, lock.as_mut(), &options(), &noop, Interrupt::new())
+            .await
+            .expect_err("a lost lock must be refused");
+    let ExecutorError::State(e) = &err else { panic!("{err}") };
+    assert!(matches!(e.kind(), StateErrorKind::LockLost(Some(_))), "{err}");
+    assert!(world.call_counts().is_empty());
+    assert_eq!(store.writes(), 0);
+}
+
 #[test]
 fn the_apply_future_can_run_on_any_thread() {
     fn assert_send<T: Send>(_: &T) {}
