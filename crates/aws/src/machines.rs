@@ -99,6 +99,15 @@ async fn describe_one(ec2: &Ec2, id: &str) -> Result<Option<Instance>, ProviderE
     }
 }
 
+/// The error for a machine EC2 does not know (past the visibility wait).
+fn gone(machine: &Machine) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::NotFound,
+        crate::error::PROVIDER,
+        format!("{} ({}) does not exist in {}", machine.address, machine.id, machine.region),
+    )
+}
+
 /// Checks the idempotency key fits EC2's `ClientToken`: 1..=64 printable ASCII characters.
 pub(crate) fn check_client_token(key: &str) -> Result<(), ProviderError> {
     if key.is_empty() || key.len() > CLIENT_TOKEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -241,7 +250,8 @@ impl AwsProvider {
                 &ec2,
                 "CreateTags",
             )
-            .await?;
+            .await?
+            .ok_or_else(|| gone(current))?;
         }
         if !remove.is_empty() {
             // With the (empty) value given, EC2 deletes the tag only if its value is still empty: a
@@ -252,7 +262,8 @@ impl AwsProvider {
                 &ec2,
                 "DeleteTags",
             )
-            .await?;
+            .await?
+            .ok_or_else(|| gone(current))?;
         }
         Ok(Machine { tags: spec.tags.clone(), ..current.clone() })
     }

@@ -172,6 +172,14 @@ async fn an_instance_not_visible_yet_is_waited_for_not_taken_as_gone() -> anyhow
         h.provider.update_machine(&m, &retagged).await?;
         ensure!(h.proxy.count("CreateTags") == 3);
 
+        // Never visible within the bound: the machine is gone, and the update says so.
+        h.proxy.fail("CreateTags", 1000, not_yet.clone());
+        let mut more = retagged.clone();
+        more.tags.insert("extra".into());
+        let err = h.provider.update_machine(&m, &more).await.err().context("updated a missing machine")?;
+        ensure!(err.kind == ErrorKind::NotFound, "{err:?}");
+        h.proxy.clear_faults();
+
         h.proxy.fail("TerminateInstances", 2, not_yet);
         h.provider.delete_machine(&m).await?;
         ensure!(h.proxy.count("TerminateInstances") == 3, "{}", h.proxy.count("TerminateInstances"));

@@ -168,6 +168,11 @@ impl FaultProxy {
         queue.extend(std::iter::repeat_n(fault, times));
     }
 
+    /// Drops every fault not injected yet.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Makes `RunInstances` honour `ClientToken` as EC2 does: a token seen in a successful launch gets
     /// that launch's response again, without forwarding.
     pub fn honour_client_tokens(&self, on: bool) {
