@@ -155,7 +155,15 @@ impl Deployment {
     ) -> Result<Prepared, DeployError> {
         let remembered: Vec<Actual> = state.resources.values().cloned().collect();
         let actual = match connected {
-            Some(c) => refresh::refresh(&self.network, &c.providers, &remembered, request.only).await?,
+            Some(c) => {
+                // Destroy never talks to a cloud machine's engine: its containers go with it.
+                let engines = match (request.only, request.destroy) {
+                    (Some(Layer::Machines), _) => refresh::Engines::None,
+                    (_, true) => refresh::Engines::LocalOnly,
+                    _ => refresh::Engines::All,
+                };
+                refresh::refresh_engines(&self.network, &c.providers, &remembered, engines).await?
+            }
             None => {
                 let mut actual = ActualState::default();
                 remembered.into_iter().for_each(|o| actual.insert(o));

@@ -83,6 +83,18 @@ pub fn regions(network: &Network, remembered: &[Actual]) -> BTreeSet<(ProviderKi
     out
 }
 
+/// Which engines refresh lists containers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engines {
+    /// Every running machine's engine.
+    All,
+    /// Only engines that outlive their machines (local virtual nodes share the local engine). For
+    /// destroy: a cloud machine's containers go with the machine, so its engine is never contacted.
+    LocalOnly,
+    /// None: `--only machines`.
+    None,
+}
+
 /// Lists what exists of `network`.
 ///
 /// `remembered` is what state last knew (for regions no longer in the spec). With
@@ -92,6 +104,17 @@ pub async fn refresh(
     providers: &Providers,
     remembered: &[Actual],
     only: Option<Layer>,
+) -> Result<ActualState, RefreshError> {
+    let engines = if only == Some(Layer::Machines) { Engines::None } else { Engines::All };
+    refresh_engines(network, providers, remembered, engines).await
+}
+
+/// [`refresh`], choosing which engines are asked for containers.
+pub async fn refresh_engines(
+    network: &Network,
+    providers: &Providers,
+    remembered: &[Actual],
+    engines_to_ask: Engines,
 ) -> Result<ActualState, RefreshError> {
     let regions = regions(network, remembered);
     let mut calls = Vec::new();
@@ -120,14 +143,19 @@ pub async fn refresh(
         actual.insert(o);
     }
 
-    if only == Some(Layer::Machines) {
+    if engines_to_ask == Engines::None {
         return Ok(actual);
     }
     let machines: Vec<_> = actual
         .objects
         .values()
         .filter_map(|o| match o {
-            Actual::Machine(m) if m.status == MachineStatus::Running => Some(m.clone()),
+            Actual::Machine(m)
+                if m.status == MachineStatus::Running
+                    && (engines_to_ask == Engines::All || !m.provider.capabilities().remote_engine) =>
+            {
+                Some(m.clone())
+            }
             _ => None,
         })
         .collect();
@@ -248,6 +276,20 @@ mod tests {
         let actual = refresh(&net, &world.providers(), &[], Some(Layer::Machines)).await.unwrap();
         assert_eq!(world.calls(Op::EngineFor) + world.calls(Op::ListContainers), 0);
         assert!(!actual.containers_listed);
+    }
+
+    #[tokio::test]
+    async fn destroy_asks_only_engines_that_outlive_their_machines() {
+        // Cloud machines' containers go with the machine, and in tests their addresses belong to
+        // stand-ins that must never be contacted: only the local node's engine is asked.
+        let world = TestWorld::new();
+        let net = network(1, 1);
+        converge(&world, &net).await;
+        world.reset_counts();
+        let actual = refresh_engines(&net, &world.providers(), &[], Engines::LocalOnly).await.unwrap();
+        assert_eq!(world.calls(Op::EngineFor), 1, "one local node, no cloud engine");
+        assert_eq!(world.calls(Op::ListContainers), 1);
+        assert!(actual.containers_listed);
     }
 
     #[tokio::test]
