@@ -246,3 +246,29 @@ async fn a_machine_without_the_networks_pki_is_refused_before_any_request() -> a
     })
     .await
 }
+
+#[tokio::test]
+async fn a_replace_launches_the_next_generation_then_terminates_the_old() -> anyhow::Result<()> {
+    bounded(async {
+        let Some(h) = Harness::start("a_replace_launches_the_next_generation").await? else { return Ok(()) };
+        let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
+        let spec = h.machine("virginia", 0, REGION);
+        let old = h.provider.create_machine(&spec, &h.ctx(&fw)).await?;
+
+        // A size change replaces: the planner raises the generation, which changes the token.
+        let mut next = spec.clone();
+        next.size = "t3.small".into();
+        next.generation = 1;
+        next.idempotency_key = peerfleet_core::plan::idempotency_key(&h.network, &next.address, 1);
+        let new = h.provider.create_machine(&next, &h.ctx(&fw)).await?;
+        ensure!(new.id != old.id && new.generation == 1 && new.size == "t3.small");
+        h.provider.delete_machine(&old).await?;
+
+        let inv = h.provider.inventory(&h.network, REGION).await?;
+        ensure!(inv.machines.len() == 1, "{:#?}", inv.machines);
+        let m = &inv.machines[0];
+        ensure!(m.id == new.id && m.generation == 1 && m.size == "t3.small" && m.address == spec.address);
+        Ok(())
+    })
+    .await
+}
