@@ -15,24 +15,12 @@ use anyhow::{Context as _, bail};
 use futures::future::try_join_all;
 use peerfleet_aws::AwsProvider;
 use peerfleet_aws::testing::{self, FaultProxy, Moto};
-use peerfleet_core::network::{Region, ports};
-use peerfleet_core::plan::idempotency_key;
 use peerfleet_core::provider::{CreateContext, MachineProvider};
-use peerfleet_core::resource::{BOOTSTRAP_VERSION, FirewallRule, FirewallSpec, MachineSpec, Protocol};
-use peerfleet_core::{Address, ProviderKind};
+use peerfleet_core::resource::{FirewallSpec, MachineSpec};
 use peerfleet_docker::NetworkCa;
 use tokio::sync::Semaphore;
 
-const REGIONS: [&str; 8] = [
-    "cn-north-1",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "eu-central-1",
-    "eu-west-2",
-    "us-east-1",
-    "us-west-2",
-    "sa-east-1",
-];
+const REGIONS: [&str; 8] = testing::EIGHT_REGIONS;
 const PER_REGION: u32 = 25;
 const NETWORK: &str = "bench";
 /// Creates in flight at once (the executor's default parallelism is of this order).
@@ -40,41 +28,11 @@ const PARALLEL: usize = 16;
 const REFRESH_RUNS: usize = 5;
 
 fn firewall(region: &str) -> FirewallSpec {
-    let rule = |port, sources: &[&str]| FirewallRule {
-        protocol: Protocol::Tcp,
-        port,
-        sources: sources.iter().map(|s| s.to_string()).collect(),
-    };
-    FirewallSpec {
-        address: Address::firewall(ProviderKind::Aws, region),
-        network: NETWORK.into(),
-        provider: ProviderKind::Aws,
-        region: region.into(),
-        rules: vec![
-            rule(ports::DOCKER_TLS, &["198.51.100.0/24"]),
-            rule(ports::FETCH, &["0.0.0.0/0"]),
-            rule(ports::PEER, &["0.0.0.0/0"]),
-        ],
-    }
+    testing::firewall_spec(NETWORK, region, &["198.51.100.0/24"])
 }
 
 fn machine(region: &str, slot: u32) -> MachineSpec {
-    let address = Address::machine(region, slot);
-    MachineSpec {
-        idempotency_key: idempotency_key(NETWORK, &address, 0),
-        address,
-        network: NETWORK.into(),
-        provider: ProviderKind::Aws,
-        region: Region { slug: region.into(), city: None },
-        size: "t3.micro".into(),
-        image: None,
-        tags: ["peer_cluster".to_string()].into(),
-        profile: None,
-        bootstrap: BOOTSTRAP_VERSION,
-        chain_id: None,
-        generation: 0,
-        firewall: Some(Address::firewall(ProviderKind::Aws, region)),
-    }
+    testing::machine_spec(NETWORK, region, slot, region)
 }
 
 fn counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {

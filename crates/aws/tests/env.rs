@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use aws_sdk_ec2::types::Filter;
+use peerfleet_aws::testing;
 use peerfleet_aws::{AwsProvider, group_name};
 use peerfleet_core::provider::MachineProvider;
 
@@ -70,13 +71,7 @@ async fn child_creates_a_group_through_aws_endpoint_url() -> anyhow::Result<()> 
         bail!("only run by its parent test, against a loopback AWS_ENDPOINT_URL");
     }
     let provider = AwsProvider::from_env(None);
-    let firewall = peerfleet_core::resource::FirewallSpec {
-        address: peerfleet_core::Address::firewall(peerfleet_core::ProviderKind::Aws, REGION),
-        network: NETWORK.into(),
-        provider: peerfleet_core::ProviderKind::Aws,
-        region: REGION.into(),
-        rules: vec![crate::support::rule(peerfleet_core::network::ports::PEER, &["0.0.0.0/0"])],
-    };
+    let firewall = testing::firewall_spec(NETWORK, REGION, &["198.51.100.0/24"]);
     provider.create_firewall(&firewall).await?;
     let inv = provider.inventory(NETWORK, REGION).await?;
     ensure!(inv.firewalls.len() == 1);

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, ensure};
 use aws_sdk_ec2::types::Filter;
 use peerfleet_aws::group_name;
-use peerfleet_aws::testing::Fault;
+use peerfleet_aws::testing::{Fault, rule};
 use peerfleet_core::network::ports;
 use peerfleet_core::provider::{ErrorKind, MachineProvider};
 
-use crate::support::{ADMIN_CIDRS, Harness, bounded, rule};
+use crate::support::{ADMIN_CIDRS, Harness, bounded};
 
 const REGION: &str = "eu-central-1";
 

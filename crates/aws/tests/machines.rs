@@ -146,7 +146,7 @@ async fn objects_of_other_networks_and_by_hand_are_not_listed() -> anyhow::Resul
         let ec2 = h.inspect(REGION);
         // One by hand without tags, one of another network.
         ec2.run_instances().image_id(DEBIAN_AMI).min_count(1).max_count(1).send().await?;
-        let other = crate::support::machine_spec("othernet", "virginia", 0, REGION);
+        let other = peerfleet_aws::testing::machine_spec("othernet", "virginia", 0, REGION);
         h.provider.create_machine(&other, &h.ctx(&fw)).await?;
 
         let inv = h.provider.inventory(&h.network, REGION).await?;

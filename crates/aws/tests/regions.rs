@@ -2,10 +2,10 @@
 
 use anyhow::ensure;
 use peerfleet_aws::Partition;
-use peerfleet_aws::testing::{DEBIAN_AMI, DEBIAN_AMI_CN};
+use peerfleet_aws::testing::{DEBIAN_AMI, DEBIAN_AMI_CN, EIGHT_REGIONS};
 use peerfleet_core::provider::MachineProvider;
 
-use crate::support::{EIGHT_REGIONS, Harness, bounded};
+use crate::support::{Harness, bounded};
 
 #[tokio::test]
 async fn machines_in_all_eight_aws_regions_including_cn_north_1() -> anyhow::Result<()> {

@@ -1,6 +1,5 @@
 //! Shared fixtures: a moto server per test behind a fault proxy, specs, and a recording PKI.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,29 +8,13 @@ use anyhow::{Context as _, anyhow};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use peerfleet_aws::AwsProvider;
 use peerfleet_aws::testing::{self, FaultProxy, Moto};
-use peerfleet_core::network::{Region as SpecRegion, ports};
-use peerfleet_core::plan::idempotency_key;
 use peerfleet_core::provider::{CreateContext, EngineTls, NodePki, ProviderError};
-use peerfleet_core::resource::{
-    BOOTSTRAP_VERSION, Firewall, FirewallRule, FirewallSpec, MachineSpec, Protocol,
-};
-use peerfleet_core::{Address, ChainId, ProviderKind};
+use peerfleet_core::resource::{Firewall, FirewallSpec, MachineSpec};
+use peerfleet_core::{Address, ChainId};
 use peerfleet_docker::NetworkCa;
 
 /// Every test body runs under this bound, so a hang fails instead of blocking the suite.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The eight AWS regions of the nine cities.
-pub const EIGHT_REGIONS: [&str; 8] = [
-    "cn-north-1",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "eu-central-1",
-    "eu-west-2",
-    "us-east-1",
-    "us-west-2",
-    "sa-east-1",
-];
 
 /// Admin CIDRs used by the firewall specs (documentation ranges).
 pub const ADMIN_CIDRS: [&str; 2] = ["198.51.100.0/24", "203.0.113.7/32"];
@@ -66,23 +49,12 @@ impl Harness {
 
     /// A machine spec of this network in `region`.
     pub fn machine(&self, cluster: &str, slot: u32, region: &str) -> MachineSpec {
-        machine_spec(&self.network, cluster, slot, region)
+        testing::machine_spec(&self.network, cluster, slot, region)
     }
 
-    /// The network's firewall spec for `region`: peer and fetch ports from anywhere, the Docker TLS
-    /// port from the admin CIDRs only.
+    /// The network's firewall spec for `region`, Docker's TLS port open to [`ADMIN_CIDRS`] only.
     pub fn firewall(&self, region: &str) -> FirewallSpec {
-        FirewallSpec {
-            address: Address::firewall(ProviderKind::Aws, region),
-            network: self.network.clone(),
-            provider: ProviderKind::Aws,
-            region: region.to_string(),
-            rules: vec![
-                rule(ports::DOCKER_TLS, &ADMIN_CIDRS),
-                rule(ports::FETCH, &["0.0.0.0/0"]),
-                rule(ports::PEER, &["0.0.0.0/0"]),
-            ],
-        }
+        testing::firewall_spec(&self.network, region, &ADMIN_CIDRS)
     }
 
     /// The create context for a machine behind `firewall`.
@@ -99,30 +71,6 @@ impl Harness {
             .credentials_provider(Credentials::new("testing", "testing", None, None, "inspect"))
             .build();
         aws_sdk_ec2::Client::from_conf(config)
-    }
-}
-
-pub fn rule(port: u16, sources: &[&str]) -> FirewallRule {
-    FirewallRule { protocol: Protocol::Tcp, port, sources: sources.iter().map(|s| s.to_string()).collect() }
-}
-
-/// A `t3.micro` machine with the `peer_cluster` deploy tag, keyed the way the planner keys it.
-pub fn machine_spec(network: &str, cluster: &str, slot: u32, region: &str) -> MachineSpec {
-    let address = Address::machine(cluster, slot);
-    MachineSpec {
-        idempotency_key: idempotency_key(network, &address, 0),
-        address,
-        network: network.to_string(),
-        provider: ProviderKind::Aws,
-        region: SpecRegion { slug: region.to_string(), city: None },
-        size: "t3.micro".into(),
-        image: None,
-        tags: BTreeSet::from(["peer_cluster".to_string()]),
-        profile: None,
-        bootstrap: BOOTSTRAP_VERSION,
-        chain_id: None,
-        generation: 0,
-        firewall: Some(Address::firewall(ProviderKind::Aws, region)),
     }
 }
 

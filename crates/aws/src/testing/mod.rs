@@ -7,15 +7,21 @@
 //! - [`settings`] points an [`AwsProvider`](crate::AwsProvider) at either, with static dummy
 //!   credentials set in the SDK config only (never in the process environment, which other tests
 //!   share), short retries and short waits.
+//! - [`machine_spec`] and [`firewall_spec`] build the specs the planner would.
 //!
 //! Nothing here connects anywhere but loopback; the public addresses moto hands out are never dialled.
 
 mod moto;
 mod proxy;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
+use peerfleet_core::network::{PEER_CLUSTER_TAG, Region, ports};
+use peerfleet_core::plan::idempotency_key;
+use peerfleet_core::resource::{BOOTSTRAP_VERSION, FirewallRule, FirewallSpec, MachineSpec, Protocol};
+use peerfleet_core::{Address, ProviderKind};
 
 pub use moto::{DEBIAN_AMI, DEBIAN_AMI_CN, Moto, MotoError};
 pub use proxy::{Fault, FaultProxy, Recorded};
@@ -45,5 +51,59 @@ pub fn settings(endpoint: &str) -> AwsSettings {
             max_poll: Duration::from_millis(200),
         },
         ..AwsSettings::default()
+    }
+}
+
+/// The eight AWS regions of the nine cities of the original network.
+pub const EIGHT_REGIONS: [&str; 8] = [
+    "cn-north-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "eu-central-1",
+    "eu-west-2",
+    "us-east-1",
+    "us-west-2",
+    "sa-east-1",
+];
+
+/// An inbound TCP rule.
+pub fn rule(port: u16, sources: &[&str]) -> FirewallRule {
+    FirewallRule { protocol: Protocol::Tcp, port, sources: sources.iter().map(|s| s.to_string()).collect() }
+}
+
+/// A network's firewall in `region` as the planner declares it: peer and fetch ports from anywhere,
+/// Docker's TLS port from `admin_cidrs` only, no SSH.
+pub fn firewall_spec(network: &str, region: &str, admin_cidrs: &[&str]) -> FirewallSpec {
+    FirewallSpec {
+        address: Address::firewall(ProviderKind::Aws, region),
+        network: network.to_string(),
+        provider: ProviderKind::Aws,
+        region: region.to_string(),
+        rules: vec![
+            rule(ports::DOCKER_TLS, admin_cidrs),
+            rule(ports::FETCH, &["0.0.0.0/0"]),
+            rule(ports::PEER, &["0.0.0.0/0"]),
+        ],
+    }
+}
+
+/// A first-generation `t3.micro` machine with the `peer_cluster` deploy tag behind the region's
+/// firewall, keyed the way the planner keys it.
+pub fn machine_spec(network: &str, cluster: &str, slot: u32, region: &str) -> MachineSpec {
+    let address = Address::machine(cluster, slot);
+    MachineSpec {
+        idempotency_key: idempotency_key(network, &address, 0),
+        address,
+        network: network.to_string(),
+        provider: ProviderKind::Aws,
+        region: Region { slug: region.to_string(), city: None },
+        size: "t3.micro".into(),
+        image: None,
+        tags: BTreeSet::from([PEER_CLUSTER_TAG.to_string()]),
+        profile: None,
+        bootstrap: BOOTSTRAP_VERSION,
+        chain_id: None,
+        generation: 0,
+        firewall: Some(Address::firewall(ProviderKind::Aws, region)),
     }
 }
