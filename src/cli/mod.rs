@@ -44,6 +44,12 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Targets that log whole requests at trace level: a `RunInstances` body carries the machine's user
+/// data, whose TLS key must never reach a log. They are capped at `debug` whatever `-v` or `RUST_LOG`
+/// asks for.
+const WIRE_LOGGERS: [&str; 6] =
+    ["aws_smithy_runtime", "aws_smithy_runtime_api", "aws_smithy_http", "hyper", "reqwest", "h2"];
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -52,8 +58,13 @@ fn init_tracing(verbose: u8) {
         }
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for target in WIRE_LOGGERS {
+        if let Ok(cap) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

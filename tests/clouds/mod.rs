@@ -98,7 +98,15 @@ fn aws_eight_regions_machine_layer_applies_converges_and_destroys_through_the_cl
     let mut env = aws_profiles(dir);
     env.push(("AWS_ENDPOINT_URL".into(), moto.endpoint()));
 
-    let out = ok(run(dir, &env, &["apply", "-f", "network.toml", "--only", "machines", "--auto-approve"]));
+    // At the most verbose logging: user data carries each machine's TLS key, and no log may show it.
+    let applied =
+        run(dir, &env, &["-vv", "apply", "-f", "network.toml", "--only", "machines", "--auto-approve"]);
+    let logs = String::from_utf8_lossy(&applied.stderr).into_owned();
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "-vv logs something");
+    for secret in ["PRIVATE KEY", "UserData", "LS0tLS1CRUdJTi", "server-key"] {
+        assert!(!logs.contains(secret), "`{secret}` appeared in the logs");
+    }
+    let out = ok(applied);
     // 8 machines, 8 security groups, Elastic IPs for the genesis and master hosts.
     assert!(out.contains("18 added"), "{out}");
     let (code, text) = machine_plan_exit(dir, &env);

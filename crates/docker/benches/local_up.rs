@@ -121,9 +121,8 @@ async fn once(net: &Network, providers: &Providers, image: &str) -> (Duration, D
         refreshed: true,
         ..options
     };
-    let mut memory = Memory::default();
-    memory.serial = outcome.state.serial;
-    memory.lineage = outcome.state.lineage.clone();
+    let memory =
+        Memory { serial: outcome.state.serial, lineage: outcome.state.lineage.clone(), ..Memory::default() };
     let down = plan(net, &now, &memory, &destroy).expect("destroy plan").plan;
     let outcome = executor::apply(
         &down,
