@@ -9,7 +9,7 @@
 //! - `--scale N` divides the limit's windows, the boot time and the poll intervals by N while keeping
 //!   the request counts (250 per minute becomes 250 per 60/N s); default 1, DigitalOcean's real limit.
 //! - `--boot SECONDS`: how long a droplet stays `new` (default 20).
-//! - `--only refresh|apply|busy|pace` runs one scenario.
+//! - `--only refresh|apply|busy|spread|pace` runs one scenario.
 //!
 //! Scenarios, each on a fresh server and a fresh provider:
 //! - `refresh`: inventory of a network of 500 droplets in five regions;
@@ -17,6 +17,8 @@
 //!   IPs), first without any rate limit (the reference), then under 250/minute;
 //! - `busy`: the same apply on a token whose 250 requests of the minute another client has just
 //!   spent;
+//! - `spread`: the same apply on a token another client has been using at the full rate for the
+//!   last minute (its requests expire one by one while the apply runs);
 //! - `pace`: 750 list requests back to back, which the limit alone makes take two windows.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -192,6 +194,27 @@ async fn apply(p: &DigitalOceanProvider) -> anyhow::Result<Applied> {
     Ok(Applied { total, phases: [t_fw, t_machines - t_fw, total - t_machines] })
 }
 
+/// Prints one apply's result; with `allowed`, also the 429s and the ratio to what the limit allows.
+fn report(title: &str, a: &Applied, server: &TestServer, allowed: Option<(&str, Duration)>) {
+    println!("## {title}");
+    println!(
+        "- time: {} (firewalls {}, machines {}, stable IPs {})",
+        secs(a.total),
+        secs(a.phases[0]),
+        secs(a.phases[1]),
+        secs(a.phases[2])
+    );
+    println!("- requests: {} ({})", server.total_requests(), counts(server));
+    if let Some((how, allowed)) = allowed {
+        println!("- 429s: {}", server.throttled());
+        println!(
+            "- what the limit allows{how}: {} ; ratio {:.3}",
+            secs(allowed),
+            a.total.as_secs_f64() / allowed.as_secs_f64()
+        );
+    }
+}
+
 fn counts(server: &TestServer) -> String {
     let c: BTreeMap<String, u64> = server.request_counts();
     c.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
@@ -242,68 +265,70 @@ async fn refresh(o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply_fresh(o: &Options) -> anyhow::Result<Duration> {
+/// The unconstrained apply: its phases, and how many requests its firewall phase took.
+struct Reference {
+    applied: Applied,
+    firewall_requests: u64,
+}
+
+async fn apply_fresh(o: &Options) -> anyhow::Result<Reference> {
     let reference = {
         let server = o.server(false).await?;
         let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, false))?;
         let a = apply(&p).await?;
-        println!("## apply of 100 droplets without a rate limit (reference)");
-        println!(
-            "- time: {} (firewalls {}, machines {}, stable IPs {})",
-            secs(a.total),
-            secs(a.phases[0]),
-            secs(a.phases[1]),
-            secs(a.phases[2])
-        );
-        println!("- requests: {} ({})", server.total_requests(), counts(&server));
+        report("apply of 100 droplets without a rate limit (reference)", &a, &server, None);
         server.assert_conforms();
-        a.total
+        let firewall_requests = ["tags_create", "firewalls_list", "firewalls_create"]
+            .iter()
+            .map(|op| server.request_count(op))
+            .sum();
+        Reference { applied: a, firewall_requests }
     };
     let server = o.server(true).await?;
     let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
     let a = apply(&p).await?;
     let n = server.total_requests();
-    let allowed = reference.max(limit_bound(n, o.limit().per_minute, o.window()));
-    println!("## apply of 100 droplets under {} per {}", o.limit().per_minute, secs(o.window()));
-    println!(
-        "- time: {} (firewalls {}, machines {}, stable IPs {})",
-        secs(a.total),
-        secs(a.phases[0]),
-        secs(a.phases[1]),
-        secs(a.phases[2])
-    );
-    println!("- requests: {n} ({})", counts(&server));
-    println!("- 429s: {}", server.throttled());
-    println!(
-        "- what the limit allows: {} ; ratio {:.3}",
-        secs(allowed),
-        a.total.as_secs_f64() / allowed.as_secs_f64()
-    );
+    let allowed = reference.applied.total.max(limit_bound(n, o.limit().per_minute, o.window()));
+    let title = format!("apply of 100 droplets under {} per {}", o.limit().per_minute, secs(o.window()));
+    report(&title, &a, &server, Some(("", allowed)));
     server.assert_conforms();
     Ok(reference)
 }
 
-async fn apply_busy(o: &Options, reference: Duration) -> anyhow::Result<()> {
+async fn apply_busy(o: &Options, reference: &Reference) -> anyhow::Result<()> {
     let server = o.server(true).await?;
     // Another client of the token has just spent the minute's 250 requests.
     server.consume_rate_limit(o.limit().per_minute);
     let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
     let a = apply(&p).await?;
-    let allowed = o.window() + reference;
-    println!("## apply of 100 droplets on a token whose minute was just spent by another client");
-    println!(
-        "- time: {} (firewalls {}, machines {}, stable IPs {})",
-        secs(a.total),
-        secs(a.phases[0]),
-        secs(a.phases[1]),
-        secs(a.phases[2])
+    let allowed = o.window() + reference.applied.total;
+    report(
+        "apply of 100 droplets on a token whose minute was just spent by another client",
+        &a,
+        &server,
+        Some((" (the spent window, then the reference apply)", allowed)),
     );
-    println!("- requests: {} ({})", server.total_requests(), counts(&server));
-    println!("- 429s: {}", server.throttled());
-    println!(
-        "- what the limit allows (the spent window, then the reference apply): {} ; ratio {:.3}",
-        secs(allowed),
-        a.total.as_secs_f64() / allowed.as_secs_f64()
+    server.assert_conforms();
+    Ok(())
+}
+
+async fn apply_spread(o: &Options, reference: &Reference) -> anyhow::Result<()> {
+    let server = o.server(true).await?;
+    // Another client has sent at the full rate for the last minute: its requests expire one by one.
+    server.consume_rate_limit_over(o.limit().per_minute, o.window());
+    let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
+    let a = apply(&p).await?;
+    // The k-th request of the apply can go once the k-th of the other client's expires, k/250 of the
+    // window from now. The last create is request number (firewall phase + look-up + 100); after it
+    // the apply runs as the reference did from its machine phase on.
+    let last_create = reference.firewall_requests + 101;
+    let slot = o.window().mul_f64(last_create as f64 / f64::from(o.limit().per_minute));
+    let allowed = slot + reference.applied.phases[1] + reference.applied.phases[2];
+    report(
+        "apply of 100 droplets on a token another client has used at the full rate for the last minute",
+        &a,
+        &server,
+        Some((" (estimate: the last create's slot, then the reference's machine and IP phases)", allowed)),
     );
     server.assert_conforms();
     Ok(())
@@ -349,14 +374,14 @@ async fn main() -> anyhow::Result<()> {
     if run("refresh") {
         refresh(&o).await?;
     }
-    let mut reference = None;
-    if run("apply") || run("busy") {
-        reference = Some(apply_fresh(&o).await?);
-    }
-    if run("busy")
-        && let Some(reference) = reference
-    {
-        apply_busy(&o, reference).await?;
+    if run("apply") || run("busy") || run("spread") {
+        let reference = apply_fresh(&o).await?;
+        if run("busy") {
+            apply_busy(&o, &reference).await?;
+        }
+        if run("spread") {
+            apply_spread(&o, &reference).await?;
+        }
     }
     if run("pace") {
         pace(&o).await?;

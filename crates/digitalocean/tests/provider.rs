@@ -648,6 +648,7 @@ async fn the_token_never_appears_in_errors_or_debug_output() -> anyhow::Result<(
             assert!(!t.contains(token) && !t.contains(server.token()), "token leaked: {t}");
             assert!(!t.contains("PRIVATE KEY"), "user data leaked: {t}");
         }
+        server.assert_conforms();
         Ok(())
     })
     .await
