@@ -231,11 +231,11 @@ async fn machines_with_their_own_keys_get_one_request_each_but_share_lookup_and_
     bounded(async {
         let server = server().await?;
         let p = provider(&server)?;
-        create_all(&p, (0..8).map(|i| spec("net", "london", i)).collect(), ctx(PerMachinePki)).await?;
-        assert_eq!(server.request_count("droplets_create"), 8);
+        create_all(&p, (0..30).map(|i| spec("net", "london", i)).collect(), ctx(PerMachinePki)).await?;
+        assert_eq!(server.request_count("droplets_create"), 30);
         let lists = server.request_count("droplets_list");
         assert!(
-            lists <= 8,
+            lists <= 12,
             "one shared look-up and a few shared polls, not per droplet: {lists} list requests"
         );
         server.assert_conforms();
@@ -539,13 +539,14 @@ async fn server_errors_and_timeouts_are_retried() -> anyhow::Result<()> {
     bounded(async {
         let server = server().await?;
         let mut st = settings(&server);
-        st.retry.request_timeout = Duration::from_millis(300);
+        st.retry.request_timeout = Duration::from_millis(500);
         let p = DigitalOceanProvider::new(Secret::new(server.token()), st)?;
         server.inject("droplets_list", Fault::Fail(503), 1);
         server.inject("firewalls_list", Fault::Fail(500), 1);
-        server.inject("reservedIPs_list", Fault::Delay(Duration::from_millis(800)), 1);
+        server.inject("reservedIPs_list", Fault::Delay(Duration::from_millis(1500)), 1);
         p.inventory("retry", "fra1").await?;
-        assert_eq!(p.stats().retried, 3);
+        // At least the three injected failures (a loaded machine may time out another request too).
+        assert!(p.stats().retried >= 3, "{:?}", p.stats());
         assert_eq!(server.request_count("droplets_list"), 2);
         server.assert_conforms();
         Ok(())
