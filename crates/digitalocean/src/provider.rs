@@ -765,19 +765,23 @@ impl MachineProvider for DigitalOceanProvider {
             ownership::machine_tags(spec)?.into_iter().filter(|t| ownership::is_mutable_tag(t)).collect();
         let have: BTreeSet<String> =
             droplet.tags.iter().filter(|t| ownership::is_mutable_tag(t)).cloned().collect();
-        for tag in want.difference(&have) {
-            inner.ensure_tag(tag).await?;
-            inner.tag_droplet(tag, id, true).await?;
-        }
-        for tag in have.difference(&want) {
-            inner.tag_droplet(tag, id, false).await?;
-        }
-        if droplet.size_slug != spec.size {
-            let result = inner.resize(id, &spec.size).await;
-            inner.touch();
-            result?;
-        }
+        let changes = async {
+            for tag in want.difference(&have) {
+                inner.ensure_tag(tag).await?;
+                inner.tag_droplet(tag, id, true).await?;
+            }
+            for tag in have.difference(&want) {
+                inner.tag_droplet(tag, id, false).await?;
+            }
+            if droplet.size_slug != spec.size {
+                inner.resize(id, &spec.size).await?;
+            }
+            Ok::<(), ProviderError>(())
+        };
+        let result = changes.await;
+        // Whatever part of it happened, listings from before are stale now.
         inner.touch();
+        result?;
         let droplet = inner.get_droplet(id).await?;
         machine_of(&spec.network, &droplet)
             .ok_or_else(|| transient(format!("droplet {id} lost {}'s ownership", spec.address)))
