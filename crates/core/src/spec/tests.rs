@@ -335,6 +335,17 @@ fn ports_must_be_in_range_and_unique() {
 }
 
 #[test]
+fn deploy_tags_may_not_use_the_ownership_prefix() {
+    let text =
+        BASE.replace("region = \"Frankfurt\"", "region = \"Frankfurt\"\ntags = [\"peerfleet:network:x\"]");
+    let e = errors(&text);
+    assert!(
+        e[0].starts_with("net.toml:8:9: clusters[0].tags[0]: expected a tag not starting with `peerfleet:`"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn tags_follow_the_digitalocean_charset() {
     let text = BASE.replace("region = \"Frankfurt\"", "region = \"Frankfurt\"\ntags = [\"ok\", \"not ok\"]");
     let e = errors(&text);

@@ -32,6 +32,8 @@ const RESTART_POLICIES: [RestartPolicy; 3] =
     [RestartPolicy::Off, RestartPolicy::OnFailure, RestartPolicy::Always];
 const NAME_RULE: &str = "a name matching ^[a-z][a-z0-9-]{0,31}$";
 const TAG_RULE: &str = "a tag matching ^[A-Za-z0-9_:-]{1,64}$";
+/// Ownership tags every object carries start with this; a deploy tag may not.
+const RESERVED_TAG_PREFIX: &str = "peerfleet:";
 const ENV_RULE: &str = "a variable name matching ^[A-Z_][A-Z0-9_]*$";
 // Health timings: at least 1 ms (Docker's minimum), at most an hour (anything longer is a mistake).
 const HEALTH_MS: RangeInclusive<i64> = 1..=3_600_000;
@@ -170,6 +172,15 @@ impl Checker<'_> {
                     t.span.clone(),
                     &format!("{path}[{i}]"),
                     TAG_RULE,
+                    format!("{:?}", t.value),
+                );
+                ok = false;
+            } else if t.value.starts_with(RESERVED_TAG_PREFIX) {
+                // It could be mistaken for an ownership tag; DigitalOcean would refuse it only at apply.
+                self.invalid::<()>(
+                    t.span.clone(),
+                    &format!("{path}[{i}]"),
+                    "a tag not starting with `peerfleet:` (reserved for the tags that mark what peerfleet owns)",
                     format!("{:?}", t.value),
                 );
                 ok = false;
