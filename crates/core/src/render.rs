@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::plan::{Action, Change, FORMAT_VERSION, Plan, Reason, Summary};
 use crate::resource::{Actual, Desired};
 
-/// ANSI colours, or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// ANSI colours, or none (the default: plain text for files, pipes and logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Style {
     /// Whether to emit colour codes.
     pub color: bool,
