@@ -114,16 +114,7 @@ fn aws_eight_regions_machine_layer_applies_converges_and_destroys_through_the_cl
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let provider = peerfleet::aws::AwsProvider::new(peerfleet::aws::testing::settings(&moto.endpoint()));
-    let regions = [
-        "cn-north-1",
-        "ap-southeast-1",
-        "ap-southeast-2",
-        "eu-central-1",
-        "eu-west-2",
-        "us-east-1",
-        "us-west-2",
-        "sa-east-1",
-    ];
+    let regions = peerfleet::aws::testing::EIGHT_REGIONS;
     let count = |rt: &tokio::runtime::Runtime| -> usize {
         regions
             .iter()
