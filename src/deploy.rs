@@ -321,12 +321,8 @@ fn reference_tag_in_use(actual: &ActualState) -> Option<String> {
 
 /// A plan with sensitive values sealed: what a plan file holds.
 pub fn sealed(plan: &Plan) -> Plan {
+    use peerfleet_core::plan::diff::seal_env;
     let mut plan = plan.clone();
-    let seal_env = |env: &mut std::collections::BTreeMap<String, String>| {
-        for (k, v) in env.iter_mut() {
-            *v = peerfleet_core::plan::diff::seal(k, v);
-        }
-    };
     for change in &mut plan.changes {
         if let Some(Desired::Container(s)) = &mut change.after {
             seal_env(&mut s.env);

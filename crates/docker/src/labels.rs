@@ -4,9 +4,7 @@
 //! call), which is exactly the ownership guarantee the core asks for: an object either carries
 //! peerfleet's labels from its first moment or is not peerfleet's.
 
-use std::collections::BTreeMap;
-
-pub use peerfleet_core::plan::diff::{is_secret_key, seal};
+pub use peerfleet_core::plan::diff::{is_secret_key, seal, seal_env};
 use peerfleet_core::resource::ContainerSpec;
 
 /// The peer network an object belongs to (containers and networks).
@@ -40,7 +38,7 @@ pub const IMAGE: &str = "peerfleet.image";
 /// sealed.
 pub fn stored_spec(spec: &ContainerSpec) -> ContainerSpec {
     let mut stored = spec.clone();
-    stored.env = spec.env.iter().map(|(k, v)| (k.clone(), seal(k, v))).collect::<BTreeMap<_, _>>();
+    seal_env(&mut stored.env);
     stored
 }
 

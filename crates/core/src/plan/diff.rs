@@ -25,6 +25,14 @@ pub fn seal(key: &str, value: &str) -> String {
     }
 }
 
+/// Seals every sensitive value of an environment in place (see [`seal`]): the form labels and plan
+/// files keep.
+pub fn seal_env(env: &mut std::collections::BTreeMap<String, String>) {
+    for (k, v) in env.iter_mut() {
+        *v = seal(k, v);
+    }
+}
+
 /// The action implied by a list of reasons: replace if any forces it, update if any, else no-op.
 pub fn action_of(reasons: &[Reason]) -> Action {
     if reasons.iter().any(|r| r.forces_replace) {
