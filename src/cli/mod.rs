@@ -181,15 +181,21 @@ fn read_plan(path: &Path) -> Result<Plan> {
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not a peerfleet plan file", path.display()))
 }
 
+/// Refuses at once when confirmation is needed and there is no terminal to ask on.
+fn ensure_can_confirm(auto_approve: bool, what: &str) -> Result<()> {
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!("{what} needs confirmation, and there is no terminal to ask on: re-run with --auto-approve");
+    }
+    Ok(())
+}
+
 /// The confirmation rules of apply/destroy/scale: `--auto-approve`, or "yes" typed on a terminal.
 fn confirmer(
     auto_approve: bool,
     json: bool,
     what: &'static str,
 ) -> Result<impl FnMut(&Prepared) -> bool + Send> {
-    if !auto_approve && !std::io::stdin().is_terminal() {
-        bail!("{what} needs confirmation, and there is no terminal to ask on: re-run with --auto-approve");
-    }
+    ensure_can_confirm(auto_approve, what)?;
     Ok(move |prepared: &Prepared| {
         warn_all(prepared);
         let plan = &prepared.planned.plan;
@@ -400,7 +406,7 @@ async fn graph(a: StateArgs) -> Result<u8> {
 async fn scale(a: ScaleArgs) -> Result<u8> {
     let file = &a.target.spec.file;
     // Check everything that can be checked before the file is touched.
-    let _ = confirmer(a.auto_approve, false, "scale")?;
+    ensure_can_confirm(a.auto_approve, "scale")?;
     let scaled = spec::edit::set_containers(file, &a.service, a.containers).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{}: service `{}` containers {} → {}", file.display(), a.service, scaled.before, scaled.after);
     let state = a.target.state.clone().unwrap_or_else(|| default_state_path(file, &scaled.network.name));
