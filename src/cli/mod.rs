@@ -291,6 +291,7 @@ fn report(prepared: &Prepared, outcome: &ApplyOutcome, json: bool, what: &str) -
             "skipped": outcome.skipped.iter().map(|(a, b)| serde_json::json!({"address": a.to_string(), "because": b.to_string()})).collect::<Vec<_>>(),
             "not_started": outcome.not_started.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "interrupted": outcome.interrupted,
+            "stopped_rollouts": render::stopped_rollouts(plan, &outcome.failed, &outcome.succeeded),
             "success": outcome.is_success(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -315,6 +316,9 @@ fn report(prepared: &Prepared, outcome: &ApplyOutcome, json: bool, what: &str) -
             );
             for (address, error) in &outcome.failed {
                 eprintln!("  ✗ {address}: {error}");
+            }
+            for line in render::stopped_rollouts(plan, &outcome.failed, &outcome.succeeded) {
+                eprintln!("  {line}");
             }
             if !outcome.skipped.is_empty() {
                 eprintln!(

@@ -294,6 +294,7 @@ mod tests {
                     nodes: 1,
                     tags: Default::default(),
                     profile: profile.map(str::to_string),
+                    update: Default::default(),
                 })
                 .collect(),
             services: Vec::new(),

@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod update;
 
 pub use address::Address;
 pub use network::{ChainId, Network, ProviderKind, Role, Strategy};

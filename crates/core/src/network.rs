@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::update::UpdatePolicy;
+
 /// The tag every machine of a peer network carries (Tutum's deploy tag of the original workflow).
 pub const PEER_CLUSTER_TAG: &str = "peer_cluster";
 
@@ -239,6 +241,9 @@ pub struct Cluster {
     pub tags: BTreeSet<String>,
     /// Provider credentials profile (AWS: a named profile; required for the `aws-cn` partition).
     pub profile: Option<String>,
+    /// How machine replaces roll out (`[clusters.update]`).
+    #[serde(default)]
+    pub update: UpdatePolicy,
 }
 
 /// The role a service plays in the peer network.
@@ -370,6 +375,9 @@ pub struct Service {
     pub restart: RestartPolicy,
     /// Health check; `None` = the reference node's probe for the role.
     pub health: Option<HealthCheck>,
+    /// How container replaces roll out (`[services.update]`).
+    #[serde(default)]
+    pub update: UpdatePolicy,
 }
 
 /// Who may reach administrative ports of cloud machines.

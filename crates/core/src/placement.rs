@@ -145,6 +145,7 @@ mod tests {
             ports: vec![],
             restart: RestartPolicy::Always,
             health: None,
+            update: Default::default(),
         }
     }
 

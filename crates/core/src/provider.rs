@@ -233,6 +233,10 @@ pub struct ContainerContext {
     /// Stable name → address, for the names in [`ContainerSpec::needs`] (engines without shared DNS
     /// write them into the container's hosts file).
     pub hosts: BTreeMap<String, String>,
+    /// A start-first replace: the container of the same address this one starts beside. It keeps
+    /// running until the new one is healthy, so the engine must not take it for a leftover of a crash,
+    /// and must give the new one a name of its own. (Boxed: most creates have none.)
+    pub beside: Option<Box<Container>>,
 }
 
 /// A Docker engine (or a stand-in) that runs containers.
@@ -240,7 +244,7 @@ pub struct ContainerContext {
 /// # Guarantees an implementation gives
 /// - Containers carry ownership labels from creation; `list_containers` is one labelled list call.
 /// - `create_container` first removes a stopped container of the same name it owns (a crash may have
-///   left one), so it can be repeated.
+///   left one), so it can be repeated — except [`ContainerContext::beside`], which it leaves running.
 /// - Removing a container that is already gone succeeds.
 #[async_trait]
 pub trait ContainerEngine: Send + Sync {

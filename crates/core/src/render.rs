@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::plan::{Action, Change, FORMAT_VERSION, Plan, Reason, Summary};
+use crate::plan::{Action, Change, FORMAT_VERSION, Plan, Reason, Rollout, RolloutStep, Summary};
 use crate::resource::{Actual, Desired};
 
 /// ANSI colours, or none (the default: plain text for files, pipes and logs).
@@ -141,9 +141,25 @@ pub fn text(plan: &Plan, style: Style) -> String {
             let _ = writeln!(out, "      then wait for: {}", gate.waiting_for);
         }
     }
+    rollouts_text(plan, &mut out);
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", style.bold(&summary_line(plan.summary())));
     out
+}
+
+/// The rollouts: one headline each, its batches, and where it departs from the declared policy.
+fn rollouts_text(plan: &Plan, out: &mut String) {
+    for r in &plan.rollouts {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Rollout: {}", r.headline());
+        for (i, batch) in r.batches.iter().enumerate() {
+            let members: Vec<String> = batch.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "  batch {}: {}", i + 1, members.join(", "));
+        }
+        for note in &r.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
+    }
 }
 
 /// One change in the stable JSON format.
@@ -159,6 +175,9 @@ pub struct JsonChange<'a> {
     pub waits_for: Vec<String>,
     /// A short description.
     pub description: String,
+    /// Where it stands in a rollout (absent when it is not part of one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<&'a RolloutStep>,
 }
 
 /// The stable JSON form of a plan (`plan --json`), documented in docs/cli.md.
@@ -178,6 +197,19 @@ pub struct JsonPlan<'a> {
     pub summary: Summary,
     /// Resources with nothing to do.
     pub unchanged: usize,
+    /// Replaces of running members in ordered batches, per service or cluster (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<JsonRollout<'a>>,
+}
+
+/// One rollout in the stable JSON format.
+#[derive(Debug, Serialize)]
+pub struct JsonRollout<'a> {
+    /// "replace relay in 9 batches of 1 (stop-first, on failure pause)".
+    pub headline: String,
+    /// The rollout itself (kind, name, policy, batches, notes).
+    #[serde(flatten)]
+    pub rollout: &'a Rollout,
 }
 
 /// The plan as stable JSON (one line per call is up to the caller: this is pretty-printed).
@@ -196,10 +228,12 @@ pub fn json(plan: &Plan) -> String {
                 reasons: &c.reasons,
                 waits_for: c.waits_for.iter().map(|a| a.to_string()).collect(),
                 description: describe(c),
+                rollout: c.rollout.as_ref(),
             })
             .collect(),
         summary: plan.summary(),
         unchanged: plan.unchanged,
+        rollouts: plan.rollouts.iter().map(|r| JsonRollout { headline: r.headline(), rollout: r }).collect(),
     };
     serde_json::to_string_pretty(&doc).expect("plan JSON always serializes")
 }
@@ -224,6 +258,23 @@ pub fn dot(plan: &Plan) -> String {
             c.address
         );
     }
+    // Each rollout batch is a box, labelled with its place in the rollout.
+    for (n, r) in plan.rollouts.iter().enumerate() {
+        for (i, batch) in r.batches.iter().enumerate() {
+            let _ = writeln!(out, "  subgraph \"cluster_rollout_{n}_{i}\" {{");
+            let _ = writeln!(
+                out,
+                "    label=\"{} batch {} of {}\"; style=dashed;",
+                r.name,
+                i + 1,
+                r.batches.len()
+            );
+            for a in batch {
+                let _ = writeln!(out, "    \"{a}\";");
+            }
+            out.push_str("  }\n");
+        }
+    }
     for c in &plan.changes {
         for dep in &c.waits_for {
             let _ = writeln!(out, "  \"{}\" -> \"{}\";", c.address, dep);
@@ -231,4 +282,41 @@ pub fn dot(plan: &Plan) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// One line per rollout an apply stopped: where it stopped, what the failed members' gates saw, and
+/// how many members were not reached (they keep the previous spec). `failed` is the apply's root causes
+/// ([`crate::executor::ApplyOutcome::failed`]), `succeeded` what completed.
+pub fn stopped_rollouts(
+    plan: &Plan,
+    failed: &[(crate::Address, crate::provider::ProviderError)],
+    succeeded: &[crate::Address],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in &plan.rollouts {
+        let members: Vec<&crate::Address> = r.batches.iter().flatten().collect();
+        let broken: Vec<&(crate::Address, crate::provider::ProviderError)> =
+            failed.iter().filter(|(a, _)| members.contains(&a)).collect();
+        let Some(batch) =
+            broken.iter().filter_map(|(a, _)| r.batches.iter().position(|b| b.contains(a))).min()
+        else {
+            continue;
+        };
+        let done = members.iter().filter(|a| succeeded.contains(a)).count();
+        let untouched = members.len() - done - broken.len();
+        let how = match r.failure_action {
+            crate::update::FailureAction::Pause => "paused",
+            crate::update::FailureAction::Rollback => "rolled back and stopped",
+        };
+        let names: Vec<String> = broken.iter().map(|(a, e)| format!("{a} ({})", e.message)).collect();
+        lines.push(format!(
+            "rollout of {} {how} at batch {} of {}: {}; {done} replaced, {untouched} not reached still run the \
+             previous spec. Fix the spec and apply again to resume.",
+            r.name,
+            batch + 1,
+            r.batches.len(),
+            names.join("; ")
+        ));
+    }
+    lines
 }

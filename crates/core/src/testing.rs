@@ -128,6 +128,8 @@ struct World {
     faults: Vec<Fault>,
     healthy_after: Duration,
     never_healthy: BTreeSet<Address>,
+    /// Containers whose env holds one of these key-value pairs never become healthy (a broken spec).
+    never_healthy_env: BTreeSet<(String, String)>,
     /// The firewall ID each machine create was given, by address (last create wins).
     firewall_given: BTreeMap<Address, Option<String>>,
     /// The hosts map each container create was given, by address (last create wins).
@@ -160,7 +162,12 @@ impl World {
     fn health_of(&self, r: &Running, healthy_after: Duration) -> Health {
         if r.created.elapsed() < healthy_after {
             Health::Starting
-        } else if self.never_healthy.contains(&r.container.address) {
+        } else if self.never_healthy.contains(&r.container.address)
+            || r.container
+                .spec
+                .as_ref()
+                .is_some_and(|s| self.never_healthy_env.iter().any(|(k, v)| s.env.get(k) == Some(v)))
+        {
             Health::Unhealthy
         } else {
             Health::Healthy
@@ -231,6 +238,12 @@ impl TestWorld {
     /// The container at `address` never becomes healthy (it reports `Unhealthy` once started).
     pub fn never_healthy(&self, address: Address) {
         self.lock().never_healthy.insert(address);
+    }
+
+    /// Containers created with `key=value` in their environment never become healthy: a new spec
+    /// that is broken, while containers of the previous spec stay fine.
+    pub fn never_healthy_with_env(&self, key: &str, value: &str) {
+        self.lock().never_healthy_env.insert((key.to_string(), value.to_string()));
     }
 
     fn arm(&self, op: Op, address: Option<Address>, times: u32, kind: ErrorKind, timing: Timing) {
@@ -711,8 +724,12 @@ impl ContainerEngine for TestEngine {
             container.health = w.health_of(&running, healthy_after);
             let on_machine = w.containers.entry(self.machine_id.clone()).or_default();
             // Names are unique per engine: a container of the same name left by a crash is replaced.
-            on_machine.retain(|_, r| {
-                !(r.network == spec.network && r.container.spec.as_ref().map(|s| &s.name) == Some(&spec.name))
+            // A start-first replace keeps the old container running beside the new one.
+            let beside = ctx.beside.as_ref().map(|c| c.id.as_str());
+            on_machine.retain(|id, r| {
+                Some(id.as_str()) == beside
+                    || !(r.network == spec.network
+                        && r.container.spec.as_ref().map(|s| &s.name) == Some(&spec.name))
             });
             on_machine.insert(id, running);
             container

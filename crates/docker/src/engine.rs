@@ -248,6 +248,24 @@ impl DockerEngine {
         format!("{}-{}", spec.network, spec.name)
     }
 
+    /// The name for a new container of `spec`: [`Self::container_name`], unless the container it starts
+    /// beside (a start-first replace) holds that name; then the other of two names, so replaces
+    /// alternate between them and never take the running one for a leftover.
+    async fn free_name(
+        &self,
+        spec: &ContainerSpec,
+        beside: Option<&Container>,
+    ) -> Result<String, ProviderError> {
+        let base = Self::container_name(spec);
+        let Some(old) = beside else { return Ok(base) };
+        let held = match self.docker.inspect_container(&old.id, None::<InspectContainerOptions>).await {
+            Ok(c) => c.name.map(|n| n.trim_start_matches('/').to_string()),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(engine_error(e, format!("container {}", old.id))),
+        };
+        Ok(if held.as_deref() == Some(base.as_str()) { format!("{base}-next") } else { base })
+    }
+
     async fn ensure_reference_for(&self, image: &str) -> Result<(), ProviderError> {
         let Some(reference) = self.reference.as_ref().filter(|r| r.tag == image) else {
             return Ok(());
@@ -389,7 +407,7 @@ impl ContainerEngine for DockerEngine {
         ctx: &ContainerContext,
     ) -> Result<Container, ProviderError> {
         self.ensure_reference_for(&spec.image).await?;
-        let name = Self::container_name(spec);
+        let name = self.free_name(spec, ctx.beside.as_deref()).await?;
         self.remove_leftover(&name, &spec.network).await?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
@@ -633,6 +651,7 @@ mod tests {
                 private_ip: None,
             },
             hosts: BTreeMap::from([("master".to_string(), "198.51.100.4".to_string())]),
+            beside: None,
         }
     }
 

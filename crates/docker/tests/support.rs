@@ -300,7 +300,7 @@ pub fn node_spec(network: &str, cluster: &str, slot: u32, region: &str) -> Machi
 
 /// Placement on `node`, as the executor passes it.
 pub fn on(node: &Machine) -> ContainerContext {
-    ContainerContext { node: node.clone(), hosts: BTreeMap::new() }
+    ContainerContext { node: node.clone(), hosts: BTreeMap::new(), beside: None }
 }
 
 /// A chain ID for genesis-labelled objects.

@@ -394,3 +394,6 @@ fn describe_version(lineage: Option<&str>, serial: u64) -> String {
 
 #[cfg(all(test, feature = "testing"))]
 mod tests;
+
+#[cfg(all(test, feature = "testing"))]
+mod rollout_tests;

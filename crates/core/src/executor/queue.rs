@@ -267,6 +267,7 @@ mod tests {
             after: None,
             waits_for: deps.iter().map(|d| a(d)).collect(),
             gate: None,
+            rollout: None,
         }
     }
 

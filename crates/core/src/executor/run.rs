@@ -410,13 +410,30 @@ impl<'a> Run<'a> {
             Err(e) => {
                 let id = e.id();
                 let why = if e.is_panic() { panic_message(e) } else { "the step was cancelled".to_string() };
-                (id, StepResult { result: Err(own_error(ErrorKind::Transient, why)), old_removed: false })
+                (
+                    id,
+                    StepResult {
+                        result: Err(own_error(ErrorKind::Transient, why)),
+                        old_removed: false,
+                        restored: None,
+                    },
+                )
             }
         };
         let Some((address, started)) = self.in_flight.remove(&id) else { return };
         match result.result {
             Ok(actual) => self.succeed(address, actual, started.elapsed()),
-            Err(error) => self.fail(address, error, result.old_removed),
+            Err(error) => {
+                if let Some(back) = result.restored {
+                    // A rollback put the previous spec back: that is what exists now.
+                    self.state.resources.insert(address.clone(), back.clone());
+                    self.live.insert(address.clone(), back);
+                    self.dirty = true;
+                    self.fail(address, error, false);
+                } else {
+                    self.fail(address, error, result.old_removed);
+                }
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use crate::resource::{
     Actual, Container, ContainerSpec, Desired, Firewall, FirewallSpec, Machine, MachineSpec, StableIp,
     StableIpSpec,
 };
+use crate::update::{FailureAction, UpdateOrder};
 
 /// What exists now, by address.
 pub(crate) type Live = BTreeMap<Address, Actual>;
@@ -48,7 +49,12 @@ pub(crate) enum Work {
         engines: Arc<dyn EngineConnector>,
         /// The old container and the machine whose engine runs it.
         remove: Option<(Machine, Container)>,
-        create: Option<(ContainerSpec, ContainerContext, Option<Gate>)>,
+        create: Option<NewContainer>,
+        /// Start the new container before removing the old one (a start-first rollout).
+        start_first: bool,
+        /// The previous spec to put back if the new one fails (a rollout with `rollback`); boxed, as
+        /// few steps carry one.
+        rollback: Option<Box<(ContainerSpec, ContainerContext, Gate)>>,
     },
 }
 
@@ -58,6 +64,8 @@ pub(crate) struct StepResult {
     pub(crate) result: Result<Option<Actual>, ProviderError>,
     /// On failure: whether the old object was already removed (a replace that failed halfway).
     pub(crate) old_removed: bool,
+    /// On failure: what a rollback put back at the address (the previous spec, healthy).
+    pub(crate) restored: Option<Actual>,
 }
 
 /// The provider registered for `kind`.
@@ -301,17 +309,37 @@ pub(crate) fn prepare(
                 }
                 None => None,
             };
+            let step = change.rollout.as_ref();
+            let start_first = step.is_some_and(|r| r.order == UpdateOrder::StartFirst) && remove.is_some();
             let create = match after.filter(|_| creates) {
                 Some(s) => {
                     let ctx = ContainerContext {
                         node: live_machine(live, &s.node)?,
                         hosts: hosts_for(plan, live, s),
+                        beside: remove.as_ref().filter(|_| start_first).map(|(_, c)| Box::new(c.clone())),
                     };
                     Some((s.clone(), ctx, change.gate.clone()))
                 }
                 None => None,
             };
-            Ok(Work::Container { engines, remove, create })
+            let rollback = match (step, before.and_then(|c| c.spec.as_ref()), &change.gate) {
+                (Some(r), Some(old), Some(gate))
+                    if r.on_failure == FailureAction::Rollback && !start_first =>
+                {
+                    let ctx = ContainerContext {
+                        node: live_machine(live, &old.node)?,
+                        hosts: hosts_for(plan, live, old),
+                        beside: None,
+                    };
+                    let gate = Gate {
+                        waiting_for: format!("{} back on its previous spec", old.name),
+                        timeout_ms: gate.timeout_ms,
+                    };
+                    Some(Box::new((old.clone(), ctx, gate)))
+                }
+                _ => None,
+            };
+            Ok(Work::Container { engines, remove, create, start_first, rollback })
         }
     }
 }
@@ -325,18 +353,18 @@ async fn remove_then_create(
     let mut old_removed = false;
     if let Some(remove) = remove {
         if let Err(e) = remove.await {
-            return StepResult { result: Err(e), old_removed: false };
+            return StepResult { result: Err(e), old_removed: false, restored: None };
         }
         old_removed = true;
     }
     match create {
-        Some(create) => StepResult { result: create.await.map(Some), old_removed },
-        None => StepResult { result: Ok(None), old_removed },
+        Some(create) => StepResult { result: create.await.map(Some), old_removed, restored: None },
+        None => StepResult { result: Ok(None), old_removed, restored: None },
     }
 }
 
 fn updated(result: Result<Actual, ProviderError>) -> StepResult {
-    StepResult { result: result.map(Some), old_removed: false }
+    StepResult { result: result.map(Some), old_removed: false, restored: None }
 }
 
 impl Work {
@@ -379,22 +407,144 @@ impl Work {
                 });
                 remove_then_create(remove, create).await
             }
-            Work::Container { engines, remove, create } => {
-                let engines = engines.as_ref();
-                let remove = remove.as_ref().map(|(node, c)| async move {
-                    let engine = calls.call(|| engines.engine_for(node)).await?;
-                    calls.call(|| engine.remove_container(c)).await
-                });
-                let create = create.as_ref().map(|(spec, ctx, gate)| async move {
-                    let engine = calls.call(|| engines.engine_for(&ctx.node)).await?;
-                    let started = calls.call(|| engine.create_container(spec, ctx)).await?;
-                    let ready = match gate {
-                        Some(gate) => gate::wait_healthy(engine.as_ref(), started, gate, poll, calls).await?,
-                        None => started,
-                    };
-                    Ok(Actual::Container(ready))
-                });
-                remove_then_create(remove, create).await
+            Work::Container { engines, remove, create, start_first, rollback } => {
+                let containers = Containers { engines: engines.as_ref(), calls, poll };
+                match (remove, create) {
+                    (Some(old), Some(new)) if start_first => containers.start_first(old, new).await,
+                    (remove, create) => containers.stop_first(remove, create, rollback).await,
+                }
+            }
+        }
+    }
+}
+
+/// A container's new spec: what to create, where, and the gate it must pass.
+type NewContainer = (ContainerSpec, ContainerContext, Option<Gate>);
+
+/// The container calls of one step.
+struct Containers<'a> {
+    engines: &'a dyn EngineConnector,
+    calls: &'a Calls,
+    poll: Poll,
+}
+
+impl Containers<'_> {
+    async fn remove(&self, node: &Machine, container: &Container) -> Result<(), ProviderError> {
+        let engine = self.calls.call(|| self.engines.engine_for(node)).await?;
+        self.calls.call(|| engine.remove_container(container)).await
+    }
+
+    /// Creates and starts `spec`, then waits for its gate. On failure, also returns the container that
+    /// was made (if any), so the caller can take it away again.
+    async fn start(
+        &self,
+        spec: &ContainerSpec,
+        ctx: &ContainerContext,
+        gate: Option<&Gate>,
+    ) -> Result<Container, (Option<Container>, ProviderError)> {
+        let engine = self.calls.call(|| self.engines.engine_for(&ctx.node)).await.map_err(|e| (None, e))?;
+        let started = self.calls.call(|| engine.create_container(spec, ctx)).await.map_err(|e| (None, e))?;
+        match gate {
+            Some(gate) => {
+                let made = started.clone();
+                gate::wait_healthy(engine.as_ref(), started, gate, self.poll, self.calls)
+                    .await
+                    .map_err(|e| (Some(made), e))
+            }
+            None => Ok(started),
+        }
+    }
+
+    /// Takes away a container that failed its gate; a failure here is only logged (a later apply sees
+    /// it as a container with the wrong spec and replaces it).
+    async fn discard(&self, node: &Machine, made: Option<Container>) {
+        if let Some(made) = made
+            && let Err(e) = self.remove(node, &made).await
+        {
+            tracing::warn!(container = %made.address, error = %e, "could not remove a container that failed its gate");
+        }
+    }
+
+    /// Old one out, new one in; with a rollback spec, a new one that fails is replaced by the old spec.
+    async fn stop_first(
+        &self,
+        remove: Option<(Machine, Container)>,
+        create: Option<NewContainer>,
+        rollback: Option<Box<(ContainerSpec, ContainerContext, Gate)>>,
+    ) -> StepResult {
+        let mut old_removed = false;
+        if let Some((node, old)) = &remove {
+            if let Err(e) = self.remove(node, old).await {
+                return StepResult { result: Err(e), old_removed: false, restored: None };
+            }
+            old_removed = true;
+        }
+        let Some((spec, ctx, gate)) = create else {
+            return StepResult { result: Ok(None), old_removed, restored: None };
+        };
+        let (made, error) = match self.start(&spec, &ctx, gate.as_ref()).await {
+            Ok(ready) => {
+                return StepResult {
+                    result: Ok(Some(Actual::Container(ready))),
+                    old_removed,
+                    restored: None,
+                };
+            }
+            Err(failed) => failed,
+        };
+        let Some((old_spec, old_ctx, old_gate)) = rollback.map(|b| *b) else {
+            return StepResult { result: Err(error), old_removed, restored: None };
+        };
+        self.discard(&ctx.node, made).await;
+        match self.start(&old_spec, &old_ctx, Some(&old_gate)).await {
+            Ok(back) => {
+                let error = ProviderError {
+                    message: format!("{}; rolled back to the previous spec", error.message),
+                    ..error
+                };
+                StepResult { result: Err(error), old_removed, restored: Some(Actual::Container(back)) }
+            }
+            Err((_, e)) => {
+                let error = ProviderError {
+                    message: format!("{}; the rollback to the previous spec failed too: {e}", error.message),
+                    ..error
+                };
+                StepResult { result: Err(error), old_removed, restored: None }
+            }
+        }
+    }
+
+    /// New one beside the old one; the old one goes once the new one passed its gate. A new one that
+    /// fails is taken away and the old one keeps running, untouched.
+    async fn start_first(&self, old: (Machine, Container), new: NewContainer) -> StepResult {
+        let (old_node, old) = old;
+        let (spec, ctx, gate) = new;
+        match self.start(&spec, &ctx, gate.as_ref()).await {
+            Ok(ready) => match self.remove(&old_node, &old).await {
+                Ok(()) => StepResult {
+                    result: Ok(Some(Actual::Container(ready))),
+                    old_removed: true,
+                    restored: None,
+                },
+                Err(e) => {
+                    // Both run now; the state keeps the old one, and the next plan sees the new one too.
+                    let message =
+                        format!("{} (the new container {} is running beside it)", e.message, ready.id);
+                    StepResult {
+                        result: Err(ProviderError { message, ..e }),
+                        old_removed: false,
+                        restored: None,
+                    }
+                }
+            },
+            Err((made, error)) => {
+                self.discard(&ctx.node, made).await;
+                let message = format!("{}; the previous container keeps running", error.message);
+                StepResult {
+                    result: Err(ProviderError { message, ..error }),
+                    old_removed: false,
+                    restored: None,
+                }
             }
         }
     }

@@ -113,6 +113,7 @@ fn change(action: Action, before: Option<Actual>, after: Option<Desired>, waits_
         after,
         waits_for: waits_for.to_vec(),
         gate,
+        rollout: None,
     }
 }
 
@@ -130,6 +131,7 @@ fn plan_from(state: &State, changes: Vec<Change>, prior: Vec<Actual>) -> Plan {
         unchanged: 0,
         prior,
         base: PlanBase { lineage: state.lineage.clone(), serial: state.serial, actual_digest: None },
+        rollouts: vec![],
     }
 }
 

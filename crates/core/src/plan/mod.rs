@@ -103,6 +103,10 @@ pub struct Change {
     pub waits_for: Vec<Address>,
     /// Health gate after the step (containers).
     pub gate: Option<Gate>,
+    /// Where the change stands in a rollout, when it replaces a running member of a service or
+    /// cluster ([`Plan::rollouts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStep>,
 }
 
 /// What the plan was computed from; apply refuses the plan when this no longer holds.
@@ -149,6 +153,10 @@ pub struct Plan {
     pub prior: Vec<Actual>,
     /// What the plan was computed from.
     pub base: PlanBase,
+    /// Replaces of running members, per service or cluster, in ordered batches. Their order is also in
+    /// the changes' `waits_for`, so the executor needs nothing else to run them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<Rollout>,
 }
 
 impl Plan {
@@ -180,6 +188,9 @@ impl Plan {
 
 pub mod diff;
 mod planner;
+mod rollout;
+
+pub use rollout::{Rollout, RolloutKind, RolloutStep};
 
 pub use planner::{
     GATE_TIMEOUT_MS, Memory, PlanError, PlanOptions, Planned, idempotency_key, layer_of, plan,

@@ -13,8 +13,8 @@ use crate::address::Address;
 use crate::desired::{self, DesiredOptions};
 use crate::network::{ChainId, Network, Role};
 use crate::placement::PlacementError;
-use crate::plan::diff;
 use crate::plan::{Action, Change, FORMAT_VERSION, Gate, Layer, Plan, PlanBase, Reason};
+use crate::plan::{diff, rollout};
 use crate::resource::{Actual, Desired};
 
 /// How long a container may take to become healthy before its step fails.
@@ -204,6 +204,7 @@ pub fn plan(
                 after: want.cloned(),
                 waits_for: vec![],
                 gate: None,
+                rollout: None,
             },
         );
     }
@@ -238,6 +239,7 @@ pub fn plan(
                     after: Some(want.clone()),
                     waits_for: vec![],
                     gate: None,
+                    rollout: None,
                 }
             });
             change.action = Action::Replace;
@@ -278,6 +280,7 @@ pub fn plan(
             change.gate = Some(Gate { waiting_for, timeout_ms: GATE_TIMEOUT_MS });
         }
     }
+    let rollouts = rollout::plan_rollouts(network, actual, &mut changes);
 
     let plan = Plan {
         format_version: FORMAT_VERSION,
@@ -292,6 +295,7 @@ pub fn plan(
             serial: memory.serial,
             actual_digest: opts.refreshed.then(|| actual.digest()),
         },
+        rollouts,
     };
     Ok(Planned { plan, warnings, placement: set.placement })
 }

@@ -17,6 +17,7 @@ fn cluster(name: &str, provider: ProviderKind, slug: &str, nodes: u32) -> Cluste
         nodes,
         tags: BTreeSet::from([PEER_CLUSTER_TAG.to_string()]),
         profile: None,
+        update: Default::default(),
     }
 }
 
@@ -32,6 +33,7 @@ fn service(name: &str, role: Role, containers: u32) -> Service {
         ports: vec![],
         restart: RestartPolicy::Always,
         health: None,
+        update: Default::default(),
     }
 }
 
@@ -388,3 +390,5 @@ fn sensitive_env_compares_sealed_and_is_never_shown() {
     assert_eq!((r.before.as_deref(), r.after.as_deref()), (Some("(sensitive)"), Some("(sensitive)")));
     assert!(!crate::render::text(&p, crate::render::Style { color: false }).contains("hunter"));
 }
+
+mod rollouts;

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use crate::network::{Chain, HealthCheck, Image, Network, ProviderKind, RestartPolicy, Role, Strategy};
+use crate::update::{MaxUnavailable, UpdatePolicy};
 
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
-use super::raw::{Located, RawAccess, RawCluster, RawHealth, RawService, RawSpec};
+use super::raw::{Located, RawAccess, RawCluster, RawCount, RawHealth, RawService, RawSpec, RawUpdate};
 use super::validate::validate;
 
 fn unplaced<T>(value: T) -> Option<Located<T>> {
@@ -154,6 +155,12 @@ impl ClusterBuilder {
         self.raw.profile = unplaced(profile.into());
         self
     }
+
+    /// How replaces of its machines roll out (default: one at a time, stop-first, pause on failure).
+    pub fn update(mut self, update: UpdatePolicy) -> Self {
+        self.raw.update = unplaced(raw_update(update));
+        self
+    }
 }
 
 /// Builds one service: a node role run as containers.
@@ -235,11 +242,31 @@ impl ServiceBuilder {
         self
     }
 
+    /// How replaces of its containers roll out (default: one at a time, stop-first, pause on failure).
+    pub fn update(mut self, update: UpdatePolicy) -> Self {
+        self.raw.update = unplaced(raw_update(update));
+        self
+    }
+
     fn into_raw(mut self) -> RawService {
         if !self.env.is_empty() {
             self.raw.env = unplaced(self.env);
         }
         self.raw
+    }
+}
+
+/// The raw form of a policy, so the builder goes through the same validation as TOML.
+fn raw_update(u: UpdatePolicy) -> RawUpdate {
+    let max_unavailable = match u.max_unavailable {
+        MaxUnavailable::Count(n) => RawCount::Number(i64::from(n)),
+        MaxUnavailable::Percent(p) => RawCount::Text(format!("{p}%")),
+    };
+    RawUpdate {
+        max_unavailable: unplaced(max_unavailable),
+        order: unplaced(u.order.as_str().to_string()),
+        failure_action: unplaced(u.failure_action.as_str().to_string()),
+        gate_timeout_ms: u.gate_timeout_ms.and_then(|ms| unplaced(i64::try_from(ms).unwrap_or(i64::MAX))),
     }
 }
 

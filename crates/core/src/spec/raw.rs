@@ -98,6 +98,7 @@ pub(crate) struct RawCluster {
     pub nodes: Option<Located<i64>>,
     pub tags: Option<LocatedList<String>>,
     pub profile: Option<Located<String>>,
+    pub update: Option<Located<RawUpdate>>,
 }
 
 /// One `[[services]]` entry.
@@ -114,6 +115,7 @@ pub(crate) struct RawService {
     pub ports: Option<LocatedList<i64>>,
     pub restart: Option<Located<String>>,
     pub health: Option<Located<RawHealth>>,
+    pub update: Option<Located<RawUpdate>>,
 }
 
 /// `[services.health]`.
@@ -124,6 +126,24 @@ pub(crate) struct RawHealth {
     pub interval_ms: Option<Located<i64>>,
     pub timeout_ms: Option<Located<i64>>,
     pub retries: Option<Located<i64>>,
+}
+
+/// `[services.update]` and `[clusters.update]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpdate {
+    pub max_unavailable: Option<Located<RawCount>>,
+    pub order: Option<Located<String>>,
+    pub failure_action: Option<Located<String>>,
+    pub gate_timeout_ms: Option<Located<i64>>,
+}
+
+/// A count written as an integer (`2`) or a percentage (`"50%"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawCount {
+    Number(i64),
+    Text(String),
 }
 
 /// The field path (`services[1].strategy`) of whatever is written at byte `offset` of a parsed

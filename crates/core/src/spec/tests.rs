@@ -15,7 +15,7 @@ fn examples() -> PathBuf {
 }
 
 /// A valid spec of lines 1..=13; tests append to it, so what they add starts on line 14.
-const BASE: &str = r#"name = "t"
+pub(super) const BASE: &str = r#"name = "t"
 [chain]
 genesis = "genesis.json"
 [[clusters]]
@@ -30,12 +30,12 @@ name = "master"
 role = "master"
 "#;
 
-fn parse_text(text: &str) -> Result<Network, SpecErrors> {
+pub(super) fn parse_text(text: &str) -> Result<Network, SpecErrors> {
     parse(text, Path::new("net.toml"), &examples())
 }
 
 /// The messages for `text`, which must be invalid.
-fn errors(text: &str) -> Vec<String> {
+pub(super) fn errors(text: &str) -> Vec<String> {
     match parse_text(text) {
         Ok(_) => panic!("expected errors for:\n{text}"),
         Err(e) => e.errors().iter().map(ToString::to_string).collect(),
@@ -49,7 +49,7 @@ fn error(text: &str) -> String {
     errors.into_iter().next().unwrap()
 }
 
-fn with(extra: &str) -> String {
+pub(super) fn with(extra: &str) -> String {
     format!("{BASE}{extra}")
 }
 

@@ -17,6 +17,8 @@ use super::catalog;
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
 use super::raw::{Located, LocatedList, RawAccess, RawCluster, RawHealth, RawService, RawSpec};
 
+mod update;
+
 /// Most machines one cluster may declare.
 pub const MAX_NODES: u32 = 1000;
 /// Most containers one service may declare.
@@ -272,6 +274,7 @@ impl Checker<'_> {
             }
             (Some(_), None) => None,
         };
+        let update = self.update_table(&c.update, &path("update"), update::Subject::Cluster);
         Some(Cluster {
             name: name?,
             provider: provider?,
@@ -281,6 +284,7 @@ impl Checker<'_> {
             nodes: nodes?,
             tags: tags?,
             profile: profile?,
+            update: update?,
         })
     }
 
@@ -424,6 +428,7 @@ impl Checker<'_> {
             Some(h) => self.health(&h.value, &h.span, &path("health")).map(Some),
             None => Some(None),
         };
+        let update = self.update_table(&s.update, &path("update"), update::Subject::Service);
         Some(Service {
             name: name?,
             role: role?,
@@ -435,6 +440,7 @@ impl Checker<'_> {
             ports: ports?,
             restart: restart?,
             health: health?,
+            update: update?,
         })
     }
 
