@@ -170,10 +170,9 @@ async fn plan(a: PlanArgs) -> Result<u8> {
 
 fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(&peerfleet::deploy::sealed(plan))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    // Private: a plan file carries the network's (sealed) environment and layout.
+    peerfleet_core::atomic::write(path, &bytes, peerfleet_core::atomic::FileMode::Private)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read_plan(path: &Path) -> Result<Plan> {

@@ -259,6 +259,11 @@ fn a_saved_plan_is_refused_once_stale() {
     let dir = dir.path();
     let (code, _, err) = parts(&peerfleet(dir, &["plan", "-f", "network.toml", "--out", "first.plan"]));
     assert_eq!(code, 0, "{err}");
+    // A plan file describes the network's layout and (sealed) environment: private to its owner.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("first.plan")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
     let (code, _, err) = parts(&peerfleet(dir, &["plan", "-f", "network.toml", "--out", "second.plan"]));
     assert_eq!(code, 0, "{err}");
     // The saved plan runs exactly (and needs no confirmation: it was reviewed).

@@ -9,6 +9,7 @@
 
 pub mod actual;
 pub mod address;
+pub mod atomic;
 pub mod bootstrap;
 pub mod desired;
 pub mod executor;

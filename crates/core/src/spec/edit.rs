@@ -7,11 +7,11 @@
 //! or interrupted scale leaves the old file intact.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml_edit::{DocumentMut, Item, TableLike, Value};
 
+use crate::atomic::{self, FileMode};
 use crate::network::{Network, Strategy};
 
 use super::error::{SpecError, SpecErrorKind, SpecErrors};
@@ -102,39 +102,19 @@ fn service_table(root: &mut Item, index: usize) -> Option<&mut dyn TableLike> {
     }
 }
 
-/// Replaces the file at `path` (through a symlink, if it is one) with `text`, atomically.
+/// Replaces the file at `path` (through a symlink, if it is one) with `text`, atomically, keeping
+/// its mode (a spec may be deliberately private).
 fn write_atomically(path: &Path, text: &str) -> Result<(), SpecError> {
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let write_error =
-        |cause| SpecError::new("", SpecErrorKind::Write { path: target.clone(), cause }).in_file(path);
-    let tmp = temp_path(&target);
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        // The new file keeps the old one's mode (a spec may be deliberately private).
-        file.set_permissions(fs::metadata(&target)?.permissions())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &target)
-    })();
-    if let Err(cause) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_error(cause));
-    }
-    // Make the rename itself durable; a directory that cannot be opened is not worth failing over.
-    if let Ok(dir) = fs::File::open(base_dir_of(&target)) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-/// A temporary file beside `target` (same directory, so the rename cannot cross file systems).
-fn temp_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    target.with_file_name(format!(".{name}.scale-{}.tmp", std::process::id()))
+    atomic::write(&target, text.as_bytes(), FileMode::KeepExisting).map_err(|cause| {
+        SpecError::new("", SpecErrorKind::Write { path: target.clone(), cause }).in_file(path)
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");

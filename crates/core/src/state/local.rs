@@ -7,21 +7,21 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+use crate::atomic::{self, FileMode, PRIVATE_FILE};
+
 use super::error::{StateError, StateErrorKind};
 use super::lock::{self, Attempt, LockInfo, LockOptions, LockSlot, StateLock};
 use super::time::Timestamp;
 use super::{State, StateBackend};
 
-/// Permission bits of state and lock files: the state holds the network CA key.
-const PRIVATE_FILE: u32 = 0o600;
 /// Permission bits of a state directory peerfleet creates.
 const PRIVATE_DIR: u32 = 0o700;
 
 /// State kept in a local JSON file.
 ///
 /// # Guarantees
-/// - A save replaces the file atomically (temporary file in the same directory, fsync, rename, fsync
-///   of the directory): a crash at any instant leaves either the old or the new state, never a mix.
+/// - A save replaces the file atomically through [`atomic::write`]: a crash at any instant leaves
+///   either the old or the new state, never a mix.
 /// - The file is created with mode 0600; an existing file readable by others is made 0600 on load,
 ///   with a warning (and refused if that is not possible).
 /// - The lock is the file `<state>.lock`, created exclusively (`O_EXCL`); see [`StateLock`].
@@ -81,7 +81,8 @@ impl LocalStateFile {
         if !dir.exists() {
             create_private_dir(dir).map_err(self.io("create the state directory"))?;
         }
-        write_atomically(&self.path, bytes, fill).map_err(self.io("replace the state file"))
+        atomic::write_with(&self.path, FileMode::Private, |f| fill(f, bytes))
+            .map_err(self.io("replace the state file"))
     }
 
     /// Removes the lock whoever holds it (`peerfleet force-unlock`); returns the removed holder, or
@@ -324,7 +325,7 @@ impl StateLock for FileLock {
         self.check_ours()?;
         let mut renewed = self.info.clone();
         renewed.lease_expires_at = Timestamp::now().plus(self.lease);
-        write_atomically(&self.lock, &lock_json(&renewed), |f, b| f.write_all(b))
+        atomic::write(&self.lock, &lock_json(&renewed), FileMode::Private)
             .map_err(|source| self.error(StateErrorKind::Io { op: "renew the lock", source }))?;
         self.info = renewed;
         Ok(())
@@ -356,26 +357,6 @@ fn sibling_temp(path: &Path, what: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{what}.{}.{:08x}", std::process::id(), rand::random::<u32>()))
 }
 
-/// Replaces `path` with `bytes` so that readers (and a crash) see the old or the new content, never a
-/// mix: a temporary file in the same directory is filled by `fill`, synced, renamed over `path`, and
-/// the directory is synced so the rename itself survives a power loss. On failure the temporary file
-/// is removed and `path` is untouched.
-fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-    fill: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
-) -> io::Result<()> {
-    let temp = sibling_temp(path, "tmp");
-    let mut file = create_new_private(&temp)?;
-    let written = fill(&mut file, bytes).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written.and_then(|()| fs::rename(&temp, path)) {
-        let _ = fs::remove_file(&temp);
-        return Err(e);
-    }
-    sync_dir(parent_dir(path))
-}
-
 fn create_new_private(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -396,14 +377,4 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
         builder.mode(PRIVATE_DIR);
     }
     builder.create(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
