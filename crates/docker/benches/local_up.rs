@@ -151,7 +151,7 @@ fn main() {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let binary = locate_node_binary(Some(&workspace)).expect("node binary");
         let image = Arc::new(reference_image(&binary).expect("reference image"));
-        peerfleet_docker::ensure_image(&engine, &image).await.expect("image builds");
+        peerfleet_docker::ensure_image(engine.client(), &image).await.expect("image builds");
         let engine = Arc::new(engine.with_reference_image(image.clone()));
         let net = network();
         let providers = Providers::new()

@@ -14,7 +14,8 @@ use peerfleet_core::provider::{ContainerEngine, EngineConnector, ErrorKind, Prov
 use peerfleet_core::resource::Machine;
 use tokio::sync::OnceCell;
 
-use crate::engine::{DockerEngine, Endpoint};
+use crate::endpoint::Endpoint;
+use crate::engine::DockerEngine;
 use crate::error::PROVIDER;
 use crate::image::ReferenceImage;
 use crate::pki::{ClientIdentity, node_server_name};

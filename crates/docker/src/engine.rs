@@ -13,128 +13,28 @@
 //!   machine (host port = container port) and finds the stable names it needs through `ExtraHosts`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryHealthStatusEnum, ContainerSummaryStateEnum, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, NetworkConnectRequest, PortBinding, RestartPolicy as DockerRestart,
-    RestartPolicyNameEnum,
-};
+use bollard::models::{EndpointSettings, NetworkConnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StartContainerOptions,
 };
-use peerfleet_core::network::{ChainId, RestartPolicy};
-use peerfleet_core::provider::{ContainerContext, ContainerEngine, ErrorKind, ProviderError, Secret};
-use peerfleet_core::resource::{Container, ContainerSpec, ContainerState, Health};
+use peerfleet_core::provider::{ContainerContext, ContainerEngine, ErrorKind, ProviderError};
+use peerfleet_core::resource::{Container, ContainerSpec};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, PROVIDER, engine_error, is_not_found};
+use crate::container::{container_body, container_from_inspect, container_from_summary, is_local};
+use crate::endpoint::Endpoint;
+use crate::error::{PROVIDER, engine_error, is_not_found};
 use crate::image::{ReferenceImage, ensure_image};
 use crate::labels;
-use crate::local;
-use crate::pki::ClientIdentity;
-
-/// The engine's socket when `DOCKER_HOST` is not set.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+use crate::networks;
 
 /// How long one engine request may take (image builds upload the whole context in one request).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
-
-/// Where an engine is and how to reach it.
-#[derive(Debug, Clone)]
-pub enum Endpoint {
-    /// A local Unix socket.
-    Unix(PathBuf),
-    /// Plain HTTP to `host:port`; only ever from an explicit `DOCKER_HOST=tcp://…` without
-    /// `DOCKER_TLS_VERIFY`, as Docker's own client does.
-    Http(String),
-    /// HTTPS with mutual TLS to `host:port`.
-    Tls {
-        /// `host:port`.
-        authority: String,
-        /// peerfleet's certificate and key, and the CA the engine's certificate must chain to.
-        identity: ClientIdentity,
-        /// The name the engine's certificate must carry; `None` = the host in `authority`.
-        server_name: Option<String>,
-    },
-}
-
-impl Endpoint {
-    /// The endpoint Docker's own client would use, from `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
-    /// `DOCKER_CERT_PATH` (default `~/.docker`, holding `ca.pem`, `cert.pem`, `key.pem`).
-    ///
-    /// # Errors
-    /// When `DOCKER_HOST` has a scheme other than `unix`, `tcp`, `http` or `https`, or the TLS files
-    /// cannot be read.
-    pub fn from_env() -> Result<Self, Error> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let cert_dir = var("DOCKER_CERT_PATH")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")));
-        Self::from_settings(
-            var("DOCKER_HOST").as_deref(),
-            var("DOCKER_TLS_VERIFY").is_some(),
-            cert_dir.as_deref(),
-        )
-    }
-
-    /// The endpoint for these settings (see [`Endpoint::from_env`]): `host` is a `DOCKER_HOST` value,
-    /// `tls_verify` whether `DOCKER_TLS_VERIFY` is set, `cert_dir` where the TLS files are.
-    ///
-    /// # Errors
-    /// As [`Endpoint::from_env`].
-    pub fn from_settings(
-        host: Option<&str>,
-        tls_verify: bool,
-        cert_dir: Option<&Path>,
-    ) -> Result<Self, Error> {
-        let Some(host) = host else {
-            return Ok(Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)));
-        };
-        if let Some(path) = host.strip_prefix("unix://") {
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        let (scheme, rest) = host.split_once("://").ok_or_else(|| {
-            Error::Endpoint(format!("DOCKER_HOST `{host}` has no scheme (unix://, tcp://)"))
-        })?;
-        let authority = rest.trim_end_matches('/').to_string();
-        let tls = match scheme {
-            "tcp" | "http" => tls_verify,
-            "https" => true,
-            _ => return Err(Error::Endpoint(format!("DOCKER_HOST scheme `{scheme}://` is not supported"))),
-        };
-        if !tls {
-            return Ok(Endpoint::Http(authority));
-        }
-        let dir = cert_dir.ok_or_else(|| {
-            Error::Endpoint("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is".into())
-        })?;
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })
-        };
-        let identity = ClientIdentity {
-            ca_cert_pem: read("ca.pem")?,
-            cert_pem: read("cert.pem")?,
-            key_pem: Secret::new(read("key.pem")?),
-        };
-        Ok(Endpoint::Tls { authority, identity, server_name: None })
-    }
-
-    /// The endpoint as a person would write it (never including key material).
-    pub fn describe(&self) -> String {
-        match self {
-            Endpoint::Unix(path) => format!("unix://{}", path.display()),
-            Endpoint::Http(authority) => format!("tcp://{authority}"),
-            Endpoint::Tls { authority, .. } => format!("tcp://{authority} (mutual TLS)"),
-        }
-    }
-}
 
 /// What an engine says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +172,7 @@ impl DockerEngine {
         };
         let mut ready = self.reference_ready.lock().await;
         if !*ready {
-            ensure_image(self, reference).await?;
+            ensure_image(&self.docker, reference).await?;
             *ready = true;
         }
         Ok(())
@@ -330,7 +230,7 @@ impl DockerEngine {
         for attempt in 0..2 {
             let internet = {
                 let _guard = self.internet.lock().await;
-                local::ensure_internet(&self.docker, &spec.network).await?
+                networks::ensure_internet(&self.docker, &spec.network).await?
             };
             match self.docker.connect_network(&internet, request()).await {
                 Ok(()) => return Ok(()),
@@ -432,311 +332,5 @@ impl ContainerEngine for DockerEngine {
 
     async fn inspect_container(&self, current: &Container) -> Result<Option<Container>, ProviderError> {
         self.inspect_by_id(&current.id).await
-    }
-}
-
-/// Whether the container lands on a local virtual node (shared engine, networks instead of machines).
-fn is_local(ctx: &ContainerContext) -> bool {
-    !ctx.node.provider.capabilities().remote_engine
-}
-
-/// The labels a container is created with.
-pub(crate) fn container_labels(spec: &ContainerSpec) -> HashMap<String, String> {
-    let mut l = HashMap::from([
-        (labels::NETWORK.to_string(), spec.network.clone()),
-        (labels::ADDRESS.to_string(), spec.address.to_string()),
-        (labels::SPEC.to_string(), labels::encode_spec(spec)),
-    ]);
-    if let Some(chain_id) = &spec.chain_id {
-        l.insert(labels::CHAIN_ID.to_string(), chain_id.to_string());
-    }
-    l
-}
-
-/// The create request for `spec` placed as `ctx` says (see the module documentation).
-pub(crate) fn container_body(spec: &ContainerSpec, ctx: &ContainerContext) -> ContainerCreateBody {
-    let local = is_local(ctx);
-    let mut host = HostConfig { restart_policy: Some(restart_policy(spec.restart)), ..Default::default() };
-    let mut exposed = None;
-    if local {
-        // The node's network is the machine; its ID is the machine's provider ID.
-        host.network_mode = Some(ctx.node.id.clone());
-    } else {
-        let key = |p: &u16| format!("{p}/tcp");
-        exposed = Some(spec.ports.iter().map(key).collect());
-        host.port_bindings = Some(
-            spec.ports
-                .iter()
-                .map(|p| {
-                    let binding =
-                        PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(p.to_string()) };
-                    (key(p), Some(vec![binding]))
-                })
-                .collect(),
-        );
-        host.extra_hosts = Some(ctx.hosts.iter().map(|(name, ip)| format!("{name}:{ip}")).collect());
-    }
-    ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        hostname: Some(spec.name.clone()),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(container_labels(spec)),
-        healthcheck: Some(health_config(&spec.health)),
-        exposed_ports: exposed,
-        host_config: Some(host),
-        ..Default::default()
-    }
-}
-
-fn restart_policy(policy: RestartPolicy) -> DockerRestart {
-    let name = match policy {
-        RestartPolicy::Off => RestartPolicyNameEnum::NO,
-        RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-        RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
-    };
-    DockerRestart { name: Some(name), maximum_retry_count: None }
-}
-
-/// Docker's health check; its durations are nanoseconds and must be 0 or at least 1 ms.
-fn health_config(check: &peerfleet_core::network::HealthCheck) -> HealthConfig {
-    if check.command.is_empty() {
-        // Explicitly none, so a health check baked into the image does not apply either.
-        return HealthConfig { test: Some(vec!["NONE".into()]), ..Default::default() };
-    }
-    let nanos = |ms: u64| i64::try_from(ms.max(1).saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-    let mut test = vec!["CMD".to_string()];
-    test.extend(check.command.iter().cloned());
-    HealthConfig {
-        test: Some(test),
-        interval: Some(nanos(check.interval_ms)),
-        timeout: Some(nanos(check.timeout_ms)),
-        retries: Some(i64::from(check.retries)),
-        ..Default::default()
-    }
-}
-
-/// A container from what labels and state say; `None` when it carries no readable address (then it is
-/// not something peerfleet can act on).
-fn decode(
-    id: String,
-    labels: Option<&HashMap<String, String>>,
-    state: ContainerState,
-    health: Health,
-) -> Option<Container> {
-    let labels = labels?;
-    let address = match labels.get(labels::ADDRESS).map(|a| a.parse()) {
-        Some(Ok(address)) => address,
-        _ => {
-            tracing::warn!(container = %id, "ignoring a container with the network label but no readable address");
-            return None;
-        }
-    };
-    Some(Container {
-        id,
-        address,
-        spec: labels::decode_spec(labels.get(labels::SPEC)),
-        state,
-        health,
-        chain_id: labels.get(labels::CHAIN_ID).and_then(|c| ChainId::parse(c)),
-    })
-}
-
-fn container_from_summary(s: ContainerSummary) -> Option<Container> {
-    let state = match s.state {
-        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
-        Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::STOPPING) => {
-            ContainerState::Running
-        }
-        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
-        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
-        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
-        _ => ContainerState::Dead,
-    };
-    let health = match s.health.and_then(|h| h.status) {
-        Some(ContainerSummaryHealthStatusEnum::HEALTHY) => Health::Healthy,
-        Some(ContainerSummaryHealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-        Some(ContainerSummaryHealthStatusEnum::STARTING) => Health::Starting,
-        Some(_) => Health::None,
-        None => health_from_status(s.status.as_deref().unwrap_or_default()),
-    };
-    decode(s.id?, s.labels.as_ref(), state, health)
-}
-
-/// Health from a list entry's status line, for engines older than API 1.52, whose list entries have
-/// no health field. The engine itself formats the suffix — `(healthy)`, `(unhealthy)`,
-/// `(health: starting)` — after the uptime of a running container with a health check.
-fn health_from_status(status: &str) -> Health {
-    if status.ends_with("(healthy)") {
-        Health::Healthy
-    } else if status.ends_with("(unhealthy)") {
-        Health::Unhealthy
-    } else if status.ends_with("(health: starting)") {
-        Health::Starting
-    } else {
-        Health::None
-    }
-}
-
-fn container_from_inspect(c: ContainerInspectResponse) -> Option<Container> {
-    let state = c.state.as_ref();
-    let run_state = match state.and_then(|s| s.status) {
-        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
-        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
-        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
-        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
-        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
-        _ => ContainerState::Dead,
-    };
-    let health = match state.and_then(|s| s.health.as_ref()).and_then(|h| h.status) {
-        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-        Some(HealthStatusEnum::STARTING) => Health::Starting,
-        _ => Health::None,
-    };
-    decode(c.id?, c.config.as_ref().and_then(|cfg| cfg.labels.as_ref()), run_state, health)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use peerfleet_core::Address;
-    use peerfleet_core::network::{HealthCheck, ProviderKind, Role};
-    use peerfleet_core::resource::{Machine, MachineStatus};
-
-    use super::*;
-
-    fn spec() -> ContainerSpec {
-        ContainerSpec {
-            address: Address::container("relay", 0),
-            network: "testnet".into(),
-            service: "relay".into(),
-            role: Role::Relay,
-            name: "relay-1".into(),
-            aliases: vec!["relay".into(), "relay-1".into()],
-            node: Address::machine("virginia", 0),
-            image: "peerfleet-node:0123456789abcdef".into(),
-            env: BTreeMap::from([
-                ("CHAIN_ID".to_string(), "abc".to_string()),
-                ("API_TOKEN".to_string(), "hunter2".to_string()),
-            ]),
-            ports: vec![26656, 26657],
-            restart: RestartPolicy::OnFailure,
-            health: HealthCheck {
-                command: vec!["/peerfleet-node".into(), "probe".into()],
-                interval_ms: 500,
-                timeout_ms: 0,
-                retries: 3,
-            },
-            needs: vec!["master".into()],
-            chain_id: None,
-        }
-    }
-
-    fn ctx(provider: ProviderKind) -> ContainerContext {
-        ContainerContext {
-            node: Machine {
-                id: "net-id-1".into(),
-                address: Address::machine("virginia", 0),
-                provider,
-                region: "us-east-1".into(),
-                size: "small".into(),
-                image: "local".into(),
-                tags: BTreeSet::new(),
-                chain_id: None,
-                generation: 0,
-                bootstrap: 1,
-                status: MachineStatus::Running,
-                public_ip: None,
-                private_ip: None,
-            },
-            hosts: BTreeMap::from([("master".to_string(), "198.51.100.4".to_string())]),
-            beside: None,
-        }
-    }
-
-    #[test]
-    fn container_on_a_local_node_joins_its_network_and_publishes_nothing() {
-        let body = container_body(&spec(), &ctx(ProviderKind::Local));
-        let host = body.host_config.unwrap();
-        assert_eq!(host.network_mode.as_deref(), Some("net-id-1"));
-        assert!(host.port_bindings.is_none());
-        assert!(host.extra_hosts.is_none());
-        assert!(body.exposed_ports.is_none());
-    }
-
-    #[test]
-    fn container_on_a_cloud_machine_publishes_its_ports_and_maps_needed_names() {
-        let body = container_body(&spec(), &ctx(ProviderKind::Aws));
-        let host = body.host_config.unwrap();
-        let bindings = host.port_bindings.unwrap();
-        let b = bindings["26657/tcp"].as_ref().unwrap();
-        assert_eq!(b[0].host_port.as_deref(), Some("26657"));
-        assert_eq!(b[0].host_ip.as_deref(), Some("0.0.0.0"));
-        assert_eq!(host.extra_hosts.unwrap(), vec!["master:198.51.100.4".to_string()]);
-        assert_eq!(host.network_mode, None);
-    }
-
-    #[test]
-    fn restart_policies_map_to_dockers_names() {
-        for (ours, theirs) in [
-            (RestartPolicy::Off, RestartPolicyNameEnum::NO),
-            (RestartPolicy::OnFailure, RestartPolicyNameEnum::ON_FAILURE),
-            (RestartPolicy::Always, RestartPolicyNameEnum::ALWAYS),
-        ] {
-            assert_eq!(restart_policy(ours).name, Some(theirs));
-        }
-    }
-
-    #[test]
-    fn health_durations_are_nanoseconds_and_never_below_a_millisecond() {
-        let h = health_config(&spec().health);
-        assert_eq!(h.test.unwrap(), vec!["CMD", "/peerfleet-node", "probe"]);
-        assert_eq!(h.interval, Some(500_000_000));
-        assert_eq!(h.timeout, Some(1_000_000));
-        assert_eq!(h.retries, Some(3));
-    }
-
-    #[test]
-    fn secret_env_reaches_the_container_but_only_its_hash_the_label() {
-        let body = container_body(&spec(), &ctx(ProviderKind::Local));
-        assert!(body.env.unwrap().contains(&"API_TOKEN=hunter2".to_string()));
-        let labels = body.labels.unwrap();
-        assert!(!labels.values().any(|v| v.contains("hunter2")));
-        let stored = labels::decode_spec(labels.get(labels::SPEC)).unwrap();
-        assert_eq!(
-            stored.env["API_TOKEN"],
-            "sha256:f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7"
-        );
-        assert_eq!(stored.env["CHAIN_ID"], "abc");
-    }
-
-    #[test]
-    fn health_is_read_from_the_engines_status_suffix() {
-        assert_eq!(health_from_status("Up 3 seconds (healthy)"), Health::Healthy);
-        assert_eq!(health_from_status("Up 1 minute (unhealthy)"), Health::Unhealthy);
-        assert_eq!(health_from_status("Up 1 second (health: starting)"), Health::Starting);
-        assert_eq!(health_from_status("Exited (1) 2 seconds ago"), Health::None);
-        assert_eq!(health_from_status("Up 5 seconds"), Health::None);
-    }
-
-    #[test]
-    fn docker_host_settings_follow_dockers_conventions() {
-        assert!(
-            matches!(Endpoint::from_settings(None, false, None).unwrap(), Endpoint::Unix(p) if p == Path::new(DEFAULT_SOCKET))
-        );
-        assert!(
-            matches!(Endpoint::from_settings(Some("unix:///run/d.sock"), true, None).unwrap(), Endpoint::Unix(p) if p == Path::new("/run/d.sock"))
-        );
-        assert!(
-            matches!(Endpoint::from_settings(Some("tcp://127.0.0.1:2375/"), false, None).unwrap(), Endpoint::Http(a) if a == "127.0.0.1:2375")
-        );
-        assert!(Endpoint::from_settings(Some("ssh://host"), false, None).is_err());
-        let missing = Endpoint::from_settings(
-            Some("tcp://127.0.0.1:2376"),
-            true,
-            Some(Path::new("/nonexistent-peerfleet")),
-        );
-        assert!(matches!(missing, Err(Error::Io { .. })));
     }
 }

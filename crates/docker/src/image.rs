@@ -12,12 +12,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
 use sha2::{Digest, Sha256};
 
-use crate::engine::DockerEngine;
 use crate::error::{Error, PROVIDER, engine_error, is_not_found};
 
 /// The repository of the reference node image: `peerfleet-node:<content hash>`.
@@ -206,22 +206,18 @@ pub enum EnsureOutcome {
     Built,
 }
 
-/// Makes sure `engine` has `image`, building it from its context only when the tag is missing.
+/// Makes sure the engine `docker` talks to has `image`, building it from its context only when the tag is missing.
 ///
 /// # Errors
 /// When the engine cannot be reached, or the build fails ([`ErrorKind::Invalid`], with the engine's
 /// message).
-pub async fn ensure_image(
-    engine: &DockerEngine,
-    image: &ReferenceImage,
-) -> Result<EnsureOutcome, ProviderError> {
-    let docker = engine.client();
+pub async fn ensure_image(docker: &Docker, image: &ReferenceImage) -> Result<EnsureOutcome, ProviderError> {
     match docker.inspect_image(&image.tag).await {
         Ok(_) => return Ok(EnsureOutcome::Present),
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(engine_error(e, format!("image {}", image.tag))),
     }
-    tracing::info!(image = %image.tag, engine = engine.endpoint(), "building the reference node image");
+    tracing::info!(image = %image.tag, "building the reference node image");
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(&image.tag)

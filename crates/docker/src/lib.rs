@@ -10,7 +10,7 @@
 //!
 //! The pieces, each in its own module:
 //! - [`engine`]: [`DockerEngine`], the [`ContainerEngine`](peerfleet_core::provider::ContainerEngine)
-//!   over `bollard`, reached by local socket or TCP with mutual TLS.
+//!   over `bollard`, reached at an [`endpoint`]: local socket, or TCP with mutual TLS.
 //! - [`local`]: [`LocalNodes`], the [`MachineProvider`](peerfleet_core::provider::MachineProvider) for
 //!   `provider = "local"`; each node is a bridge network, and one more network stands for the internet.
 //! - [`connector`]: [`DockerConnector`], which finds (and caches) the engine of a machine.
@@ -49,16 +49,20 @@
 //! ```
 
 pub mod connector;
+mod container;
+pub mod endpoint;
 pub mod engine;
 mod error;
 pub mod image;
 pub mod labels;
 pub mod local;
+mod networks;
 pub mod pki;
 mod tls;
 
 pub use connector::DockerConnector;
-pub use engine::{DockerEngine, Endpoint, EngineVersion};
+pub use endpoint::Endpoint;
+pub use engine::{DockerEngine, EngineVersion};
 pub use error::Error;
 pub use image::{EnsureOutcome, ReferenceImage, ensure_image, locate_node_binary, reference_image};
 pub use local::LocalNodes;

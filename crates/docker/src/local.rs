@@ -19,9 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::Docker;
-use bollard::models::{Network as ListedNetwork, NetworkCreateRequest, NetworkInspect};
-use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptionsBuilder};
+use bollard::models::NetworkCreateRequest;
+use bollard::query_parameters::InspectNetworkOptions;
 use peerfleet_core::Address;
 use peerfleet_core::network::{ChainId, ProviderKind};
 use peerfleet_core::provider::{CreateContext, ErrorKind, Inventory, MachineProvider, ProviderError};
@@ -30,6 +29,7 @@ use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
 use crate::engine::DockerEngine;
 use crate::error::{PROVIDER, engine_error, is_not_found};
 use crate::labels;
+use crate::networks::{DockerNetwork, internet_networks, label, list_networks};
 
 /// What [`Machine::image`] says for a local node: there is no machine image.
 pub const LOCAL_IMAGE: &str = "local";
@@ -245,29 +245,6 @@ fn unrepresentable_changes(current: &Machine, spec: &MachineSpec) -> Vec<&'stati
     changed
 }
 
-/// What this module needs of a network, whether it came from a list or an inspect call.
-#[derive(Debug, Clone, Default)]
-struct DockerNetwork {
-    id: Option<String>,
-    labels: HashMap<String, String>,
-}
-
-impl From<ListedNetwork> for DockerNetwork {
-    fn from(n: ListedNetwork) -> Self {
-        DockerNetwork { id: n.id, labels: n.labels.unwrap_or_default() }
-    }
-}
-
-impl From<NetworkInspect> for DockerNetwork {
-    fn from(n: NetworkInspect) -> Self {
-        DockerNetwork { id: n.id, labels: n.labels.unwrap_or_default() }
-    }
-}
-
-fn label<'a>(n: &'a DockerNetwork, key: &str) -> Option<&'a str> {
-    n.labels.get(key).map(String::as_str)
-}
-
 /// A node from its network; `None` for networks that are not nodes (no readable address).
 fn machine_from(n: &DockerNetwork) -> Option<Machine> {
     let address: Address = label(n, labels::ADDRESS)?.parse().ok()?;
@@ -292,47 +269,6 @@ fn machine_from(n: &DockerNetwork) -> Option<Machine> {
         public_ip: None,
         private_ip: None,
     })
-}
-
-/// Networks carrying all of `labels` (`key=value`), in one list call.
-async fn list_networks(
-    docker: &Docker,
-    filter: &[(&str, &str)],
-) -> Result<Vec<DockerNetwork>, ProviderError> {
-    let values: Vec<String> = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let filters = HashMap::from([("label", values)]);
-    let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
-    let found = docker.list_networks(Some(options)).await.map_err(|e| engine_error(e, "listing networks"))?;
-    Ok(found.into_iter().map(DockerNetwork::from).collect())
-}
-
-async fn internet_networks(docker: &Docker, network: &str) -> Result<Vec<DockerNetwork>, ProviderError> {
-    let mut found = list_networks(docker, &[(labels::NETWORK, network), (labels::INTERNET, "1")]).await?;
-    // Oldest ID order is not available; any stable order keeps every caller on the same network.
-    found.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(found)
-}
-
-/// The ID of `network`'s internet network, made when missing. Callers serialise calls per engine
-/// (see [`DockerEngine`]), because the engine at API 1.41 would accept a second network of the name.
-pub(crate) async fn ensure_internet(docker: &Docker, network: &str) -> Result<String, ProviderError> {
-    if let Some(id) = internet_networks(docker, network).await?.into_iter().find_map(|n| n.id) {
-        return Ok(id);
-    }
-    let request = NetworkCreateRequest {
-        name: format!("{network}-internet"),
-        driver: Some("bridge".into()),
-        labels: Some(HashMap::from([
-            (labels::NETWORK.to_string(), network.to_string()),
-            (labels::INTERNET.to_string(), "1".to_string()),
-        ])),
-        ..Default::default()
-    };
-    let created = docker
-        .create_network(request)
-        .await
-        .map_err(|e| engine_error(e, format!("creating the internet network of {network}")))?;
-    Ok(created.id)
 }
 
 #[cfg(test)]

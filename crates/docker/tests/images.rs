@@ -36,7 +36,7 @@ async fn image_is_built_once_per_content_and_a_changed_binary_gets_a_new_tag() -
     bounded(async {
         assert_ne!(first.tag, second.tag, "a changed binary is a new tag");
         let started = Instant::now();
-        assert_eq!(ensure_image(&t.engine, &first).await?, EnsureOutcome::Built);
+        assert_eq!(ensure_image(t.engine.client(), &first).await?, EnsureOutcome::Built);
         eprintln!(
             "built {} ({} bytes of context) in {:?}",
             first.tag,
@@ -44,9 +44,9 @@ async fn image_is_built_once_per_content_and_a_changed_binary_gets_a_new_tag() -
             started.elapsed()
         );
         let started = Instant::now();
-        assert_eq!(ensure_image(&t.engine, &first).await?, EnsureOutcome::Present);
+        assert_eq!(ensure_image(t.engine.client(), &first).await?, EnsureOutcome::Present);
         eprintln!("found {} present in {:?}", first.tag, started.elapsed());
-        assert_eq!(ensure_image(&t.engine, &second).await?, EnsureOutcome::Built);
+        assert_eq!(ensure_image(t.engine.client(), &second).await?, EnsureOutcome::Built);
 
         // The image runs: a container from it becomes healthy through the binary's own probe.
         let node = t.node("tokyo").await?;
@@ -75,7 +75,7 @@ async fn connector_engine_builds_the_reference_image_before_the_first_container_
         assert_eq!(connector.engine_key(&node), "local");
         let engine = connector.engine_for(&node).await?;
         engine.create_container(&t.container(&image.tag, "relay", 0, &node, &["ok"]), &on(&node)).await?;
-        assert_eq!(ensure_image(&t.engine, &image).await?, EnsureOutcome::Present, "built on demand");
+        assert_eq!(ensure_image(t.engine.client(), &image).await?, EnsureOutcome::Present, "built on demand");
         assert_eq!(engine.list_containers(&t.name).await?.len(), 1);
         Ok(())
     })
@@ -115,7 +115,7 @@ async fn real_node_image_runs_all_three_roles_healthy_on_local_nodes() -> anyhow
     let image = reference_image(&binary)?;
     assert!(image.tag.starts_with("peerfleet-node:"));
     let started = Instant::now();
-    if ensure_image(&t.engine, &image).await? == EnsureOutcome::Built {
+    if ensure_image(t.engine.client(), &image).await? == EnsureOutcome::Built {
         // Only an image this test made is removed; one already there belongs to whoever built it.
         t.guard.image(&image.tag);
     }

@@ -272,7 +272,7 @@ pub async fn stub_image(engine: &DockerEngine) -> anyhow::Result<String> {
     static BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = BUILD.lock().await;
     let image = reference_image_named(STUB_REPOSITORY, &stub_binary()?)?;
-    ensure_image(engine, &image).await?;
+    ensure_image(engine.client(), &image).await?;
     Ok(image.tag)
 }
 
