@@ -22,6 +22,7 @@ pub mod render;
 pub mod resource;
 pub mod spec;
 pub mod state;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod update;

@@ -263,6 +263,23 @@ pub trait ContainerEngine: Send + Sync {
 
     /// The container's current state and health; `None` when it is gone.
     async fn inspect_container(&self, current: &Container) -> Result<Option<Container>, ProviderError>;
+
+    /// What the engine knows beyond state and health: when the container started and what its last
+    /// health check printed (the reference node's probe prints a JSON line there). Read through the
+    /// same API as everything else, so `status` needs no port of its own. `None` when it is gone; the
+    /// default knows nothing more.
+    async fn health_detail(&self, current: &Container) -> Result<Option<HealthDetail>, ProviderError> {
+        Ok(self.inspect_container(current).await?.map(|_| HealthDetail::default()))
+    }
+}
+
+/// What [`ContainerEngine::health_detail`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthDetail {
+    /// When the container started, in seconds since the Unix epoch.
+    pub started_unix_s: Option<u64>,
+    /// The output of the most recent health check, as the engine kept it.
+    pub last_check_output: Option<String>,
 }
 
 /// Finds the engine that runs containers on a machine.

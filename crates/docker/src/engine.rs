@@ -22,8 +22,9 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StartContainerOptions,
 };
-use peerfleet_core::provider::{ContainerContext, ContainerEngine, ErrorKind, ProviderError};
+use peerfleet_core::provider::{ContainerContext, ContainerEngine, ErrorKind, HealthDetail, ProviderError};
 use peerfleet_core::resource::{Container, ContainerSpec};
+use peerfleet_core::state::Timestamp;
 use tokio::sync::Mutex;
 
 use crate::container::{container_body, container_from_inspect, container_from_summary, is_local};
@@ -332,5 +333,26 @@ impl ContainerEngine for DockerEngine {
 
     async fn inspect_container(&self, current: &Container) -> Result<Option<Container>, ProviderError> {
         self.inspect_by_id(&current.id).await
+    }
+
+    async fn health_detail(&self, current: &Container) -> Result<Option<HealthDetail>, ProviderError> {
+        let inspected =
+            match self.docker.inspect_container(&current.id, None::<InspectContainerOptions>).await {
+                Ok(c) => c,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(engine_error(e, format!("container {}", current.id))),
+            };
+        let state = inspected.state.as_ref();
+        // Docker writes nanoseconds; whole seconds are all an uptime needs.
+        let started_unix_s = state
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(|t| Timestamp::parse(&format!("{}Z", t.get(..19)?)))
+            .map(|t| t.unix_millis() / 1000);
+        let last_check_output = state
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.log.as_ref())
+            .and_then(|log| log.last())
+            .and_then(|entry| entry.output.clone());
+        Ok(Some(HealthDetail { started_unix_s, last_check_output }))
     }
 }

@@ -24,6 +24,7 @@ mod chain;
 mod config;
 pub mod genesis;
 pub mod http;
+mod metrics;
 mod node;
 pub mod peer;
 mod probe;
@@ -37,5 +38,5 @@ pub use config::{
 pub use genesis::new_genesis;
 pub use http::HttpUrl;
 pub use node::{MAX_GENESIS, Node, NodeError, run};
-pub use probe::{PROBE_DEADLINE, probe};
+pub use probe::{PROBE_DEADLINE, ProbeReport, probe, probe_report};
 pub use state::{Direction, PeerInfo, Refusals, Status};

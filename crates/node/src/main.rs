@@ -111,18 +111,21 @@ fn probe() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match runtime() {
-        Ok(runtime) => runtime.block_on(peerfleet_node::probe(&config)),
-        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    let report = match runtime() {
+        Ok(runtime) => runtime.block_on(peerfleet_node::probe_report(&config)),
+        Err(e) => peerfleet_node::ProbeReport {
+            verdict: Err(format!("cannot start the async runtime: {e}")),
+            status: None,
+        },
     };
-    match result {
-        Ok(()) => {
-            println!("healthy: {} on chain {}", config.role(), config.chain_id);
-            ExitCode::SUCCESS
-        }
-        Err(why) => {
-            println!("unhealthy: {why}");
-            ExitCode::FAILURE
-        }
+    // One line a person can read, one the engine's health log keeps for `peerfleet status`.
+    match &report.verdict {
+        Ok(()) => println!("healthy: {} on chain {}", config.role(), config.chain_id),
+        Err(why) => println!("unhealthy: {why}"),
+    }
+    println!("{}", report.line());
+    match report.verdict {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }

@@ -273,16 +273,25 @@ fn status_json(shared: &Shared) -> Response {
 fn status_handler(shared: Arc<Shared>) -> Handler {
     Arc::new(move |path| match path {
         "/status" => status_json(&shared),
+        "/metrics" => metrics(&shared),
         _ => Response::error(404),
     })
 }
 
+fn metrics(shared: &Shared) -> Response {
+    Response::ok("text/plain; version=0.0.4; charset=utf-8", crate::metrics::render(shared).into_bytes())
+}
+
 fn genesis_handler(genesis: GenesisBytes, shared: Arc<Shared>) -> Handler {
     Arc::new(move |path| match path {
-        "/genesis.json" => Response::ok("application/json", genesis.as_bytes().to_vec()),
+        "/genesis.json" => {
+            shared.record_genesis_served(genesis.as_bytes().len());
+            Response::ok("application/json", genesis.as_bytes().to_vec())
+        }
         // Exactly the 64 characters, no newline, so clients can compare the body as is.
         "/chain_id" => Response::ok("text/plain; charset=utf-8", shared.chain_id.to_string().into_bytes()),
         "/status" => status_json(&shared),
+        "/metrics" => metrics(&shared),
         _ => Response::error(404),
     })
 }

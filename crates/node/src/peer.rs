@@ -292,8 +292,13 @@ async fn connection(
         }
         Ok(Ok(Handshake::Peered { node_id, role })) => (node_id, role),
     };
-    let guard =
-        shared.add_peer(PeerInfo { node_id: node_id.clone(), role, addr: addr.to_string(), direction });
+    let guard = shared.add_peer(PeerInfo {
+        node_id: node_id.clone(),
+        role,
+        addr: addr.to_string(),
+        direction,
+        since_unix_s: None,
+    });
     tracing::info!(%addr, peer = %node_id, %role, ?direction, "peered");
     let ended = session(&mut reader, &mut writer, &guard.kick, timing.keepalive, &mut shutdown).await;
     drop(guard);

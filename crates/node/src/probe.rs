@@ -23,6 +23,58 @@ const MAX_STATUS: usize = 1024 * 1024;
 /// # Errors
 /// One line saying why the node is not healthy.
 pub async fn probe(config: &Config) -> Result<(), String> {
+    probe_report(config).await.verdict
+}
+
+/// What one probe found, for the line the health check prints (see [`ProbeReport::line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// `Ok` when healthy, else why not.
+    pub verdict: Result<(), String>,
+    /// The node's `/status`, when it answered (master and relay).
+    pub status: Option<Status>,
+}
+
+impl ProbeReport {
+    /// One JSON line: the verdict and the peer facts `peerfleet status` reads back from the engine's
+    /// health log (healthy, reason, chain ID, peers, peered with the master and since when, relays of a
+    /// master, uptime, last refusal).
+    pub fn line(&self) -> String {
+        let mut doc = serde_json::json!({ "healthy": self.verdict.is_ok() });
+        if let Err(why) = &self.verdict {
+            doc["reason"] = why.clone().into();
+        }
+        if let Some(s) = &self.status {
+            let master =
+                s.peers.iter().find(|p| p.direction == Direction::Outbound && p.role == Role::Master);
+            doc["chain_id"] = s.chain_id.to_string().into();
+            doc["peers"] = s.peers.len().into();
+            doc["uptime_s"] = s.uptime_s.into();
+            match s.role {
+                Role::Relay => {
+                    doc["master_peered"] = master.is_some().into();
+                    if let Some(since) = master.and_then(|m| m.since_unix_s) {
+                        doc["peered_since_unix_s"] = since.into();
+                    }
+                }
+                _ => doc["relays"] = s.peers.iter().filter(|p| p.role == Role::Relay).count().into(),
+            }
+            if let Some(reason) = &s.refusals.last_reason {
+                doc["last_refusal"] = reason.clone().into();
+            }
+        }
+        doc.to_string()
+    }
+}
+
+/// [`probe`], keeping what the node said.
+pub async fn probe_report(config: &Config) -> ProbeReport {
+    let mut status = None;
+    let verdict = check(config, &mut status).await;
+    ProbeReport { verdict, status }
+}
+
+async fn check(config: &Config, seen: &mut Option<Status>) -> Result<(), String> {
     let deadline = Instant::now() + PROBE_DEADLINE;
     // The node listens on all interfaces in a container; a specific listen address is asked directly.
     let host = match config.listen_ip {
@@ -63,7 +115,9 @@ pub async fn probe(config: &Config) -> Result<(), String> {
             let body = get("/status", MAX_STATUS).await?;
             let status: Status = serde_json::from_slice(&body)
                 .map_err(|e| format!("/status is not a status document: {e}"))?;
-            judge_status(config.role(), want, &status)
+            let verdict = judge_status(config.role(), want, &status);
+            *seen = Some(status);
+            verdict
         }
     }
 }
@@ -110,11 +164,12 @@ mod tests {
             ready: true,
             peers,
             refusals: Refusals::default(),
+            uptime_s: 0,
         }
     }
 
     fn peer(role: Role, direction: Direction) -> PeerInfo {
-        PeerInfo { node_id: "p".into(), role, addr: "127.0.0.1:1".into(), direction }
+        PeerInfo { node_id: "p".into(), role, addr: "127.0.0.1:1".into(), direction, since_unix_s: None }
     }
 
     #[test]
@@ -127,6 +182,22 @@ mod tests {
         assert!(judge_status(Role::Relay, &want, &status(Role::Relay, relay_peer)).is_err());
         let master = vec![peer(Role::Master, Direction::Outbound)];
         assert_eq!(judge_status(Role::Relay, &want, &status(Role::Relay, master)), Ok(()));
+    }
+
+    #[test]
+    fn the_probe_line_carries_the_peer_facts_status_reads() {
+        let mut master = peer(Role::Master, Direction::Outbound);
+        master.since_unix_s = Some(1_700_000_000);
+        let mut s = status(Role::Relay, vec![master]);
+        s.refusals.last_reason = Some("chain ID mismatch".into());
+        let report = ProbeReport { verdict: Ok(()), status: Some(s) };
+        let line: serde_json::Value = serde_json::from_str(&report.line()).unwrap();
+        assert_eq!(line["healthy"], true);
+        assert_eq!(line["master_peered"], true);
+        assert_eq!(line["peered_since_unix_s"], 1_700_000_000u64);
+        assert_eq!(line["last_refusal"], "chain ID mismatch");
+        let failed = ProbeReport { verdict: Err("not peered with a master".into()), status: None };
+        assert_eq!(failed.line(), r#"{"healthy":false,"reason":"not peered with a master"}"#);
     }
 
     #[test]

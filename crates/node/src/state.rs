@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -30,6 +31,10 @@ pub struct PeerInfo {
     pub addr: String,
     /// Who connected to whom.
     pub direction: Direction,
+    /// When the handshake completed, in seconds since the Unix epoch (set by the node when the peer is
+    /// added; absent from other node implementations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_s: Option<u64>,
 }
 
 /// Refused handshakes, so a chain-ID mismatch is visible without reading logs.
@@ -59,6 +64,37 @@ pub struct Status {
     /// Refused handshakes (absent from other node implementations, hence the default).
     #[serde(default)]
     pub refusals: Refusals,
+    /// Seconds since the node started (absent from other node implementations).
+    #[serde(default)]
+    pub uptime_s: u64,
+}
+
+/// Counters for `GET /metrics`, kept since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Handshakes that completed (a peer was added).
+    pub accepted: u64,
+    /// Refused handshakes, either side, by [`refusal_kind`].
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Bytes of genesis served on `/genesis.json`.
+    pub genesis_bytes: u64,
+}
+
+/// A refusal reason as a metric label: the reasons are free text naming chain IDs and node IDs, too
+/// many values for a label, so they are grouped by what went wrong.
+pub fn refusal_kind(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("chain") {
+        "chain_mismatch"
+    } else if r.contains("node id") {
+        "bad_node_id"
+    } else if r.contains("role") {
+        "role"
+    } else if r.contains("version") || r.contains("protocol") {
+        "protocol"
+    } else {
+        "other"
+    }
 }
 
 struct PeerEntry {
@@ -76,6 +112,8 @@ pub(crate) struct Shared {
     peers: Mutex<BTreeMap<String, PeerEntry>>,
     refusals: Mutex<Refusals>,
     next_connection: AtomicU64,
+    started: Instant,
+    counters: Mutex<Counters>,
 }
 
 /// Membership of one connection in the peer table; dropping it removes the entry (unless a newer
@@ -113,6 +151,8 @@ impl Shared {
             peers: Mutex::default(),
             refusals: Mutex::default(),
             next_connection: AtomicU64::new(0),
+            started: Instant::now(),
+            counters: Mutex::default(),
         }
     }
 
@@ -130,7 +170,9 @@ impl Shared {
 
     /// Adds a peer; a previous connection from the same node ID is told to close, since a node that
     /// reconnects knows better than our keepalive that its old connection is dead.
-    pub fn add_peer(self: &Arc<Self>, info: PeerInfo) -> PeerGuard {
+    pub fn add_peer(self: &Arc<Self>, mut info: PeerInfo) -> PeerGuard {
+        info.since_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+        lock(&self.counters).accepted += 1;
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
         let node_id = info.node_id.clone();
@@ -149,6 +191,19 @@ impl Shared {
             refusals.refused_by_peers += 1;
         }
         refusals.last_reason = Some(reason.to_owned());
+        *lock(&self.counters).refused.entry(refusal_kind(reason)).or_default() += 1;
+    }
+
+    pub fn record_genesis_served(&self, bytes: usize) {
+        lock(&self.counters).genesis_bytes += u64::try_from(bytes).unwrap_or(u64::MAX);
+    }
+
+    pub fn counters(&self) -> Counters {
+        lock(&self.counters).clone()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn status(&self) -> Status {
@@ -159,6 +214,7 @@ impl Shared {
             ready: self.is_ready(),
             peers: lock(&self.peers).values().map(|e| e.info.clone()).collect(),
             refusals: lock(&self.refusals).clone(),
+            uptime_s: self.uptime().as_secs(),
         }
     }
 }
@@ -177,6 +233,7 @@ mod tests {
             role: Role::Relay,
             addr: "127.0.0.1:1".into(),
             direction: Direction::Inbound,
+            since_unix_s: None,
         }
     }
 
@@ -184,7 +241,10 @@ mod tests {
     fn dropping_the_guard_removes_the_peer() {
         let shared = shared();
         let guard = shared.add_peer(peer("a"));
-        assert_eq!(shared.status().peers, vec![peer("a")]);
+        let peers = shared.status().peers;
+        assert_eq!(peers.len(), 1);
+        assert!(peers[0].since_unix_s.is_some(), "the node stamps when the peer joined");
+        assert_eq!(shared.counters().accepted, 1);
         drop(guard);
         assert!(shared.status().peers.is_empty());
     }
