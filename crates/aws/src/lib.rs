@@ -27,6 +27,7 @@
 //! how tests point it at moto), or an explicit override. [`AwsSettings::with_network_profiles`] maps
 //! each cluster's `profile` onto its region, so refresh and create use the same account.
 
+mod client;
 mod error;
 mod firewall;
 mod image;
@@ -37,9 +38,9 @@ mod stable_ip;
 pub mod tags;
 mod wait;
 
+pub use client::AwsProvider;
 pub use firewall::group_name;
 pub use machines::CLIENT_TOKEN_MAX;
-pub use provider::AwsProvider;
 pub use settings::{AwsSettings, ImageLookup, Partition, RetryPolicy, Waits};
 pub use stable_ip::{parse_stable_ip_id, stable_ip_id};
 #[cfg(feature = "testing")]
