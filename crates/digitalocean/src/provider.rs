@@ -1,6 +1,6 @@
 //! [`DigitalOceanProvider`]: droplets, firewalls and reserved IPs of a network.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -575,7 +575,7 @@ impl Inner {
         if !fw.tags.as_ref().is_some_and(|t| t.contains(&tag)) {
             return None;
         }
-        let mut rules: Vec<FirewallRule> = fw
+        let rules: Vec<FirewallRule> = fw
             .inbound_rules
             .iter()
             .flatten()
@@ -590,11 +590,10 @@ impl Inner {
                 Some(FirewallRule { protocol, port, sources })
             })
             .collect();
-        rules.sort();
         Some(Firewall {
             id: fw.id.clone(),
             address: Address::firewall(ProviderKind::DigitalOcean, region),
-            rules,
+            rules: FirewallRule::canonical(&rules),
         })
     }
 
@@ -761,10 +760,9 @@ impl MachineProvider for DigitalOceanProvider {
         let id = parse_id("machine", &current.id)?;
         let inner = &self.inner;
         let droplet = inner.get_droplet(id).await?;
-        let want: BTreeSet<String> =
-            ownership::machine_tags(spec)?.into_iter().filter(|t| ownership::is_mutable_tag(t)).collect();
-        let have: BTreeSet<String> =
-            droplet.tags.iter().filter(|t| ownership::is_mutable_tag(t)).cloned().collect();
+        // Only tags peerfleet wrote are ever removed: one added by hand is in neither set.
+        let want = ownership::managed_tags(&ownership::machine_tags(spec)?);
+        let have = ownership::managed_tags(&droplet.tags);
         let changes = async {
             for tag in want.difference(&have) {
                 inner.ensure_tag(tag).await?;
@@ -821,7 +819,11 @@ impl MachineProvider for DigitalOceanProvider {
             )
             .await?;
         // An adopted firewall may have been changed by hand since: converge its rules.
-        if fw.rules == sorted(&spec.rules) { Ok(fw) } else { self.update_firewall(&fw, spec).await }
+        if fw.rules == FirewallRule::canonical(&spec.rules) {
+            Ok(fw)
+        } else {
+            self.update_firewall(&fw, spec).await
+        }
     }
 
     async fn update_firewall(
@@ -964,10 +966,4 @@ impl MachineProvider for DigitalOceanProvider {
         }
         inner.delete(&path).await
     }
-}
-
-fn sorted(rules: &[FirewallRule]) -> Vec<FirewallRule> {
-    let mut r = rules.to_vec();
-    r.sort();
-    r
 }
