@@ -36,13 +36,17 @@ fn grants(rules: &[FirewallRule]) -> BTreeSet<Grant> {
     rules.iter().flat_map(|r| r.sources.iter().map(|s| (r.protocol, r.port, s.clone()))).collect()
 }
 
-/// Rules in the core's canonical form: sorted by (protocol, port), sources sorted.
+/// `grants` as rules in the core's canonical form ([`FirewallRule::canonical`]).
 fn rules(grants: &BTreeSet<Grant>) -> Vec<FirewallRule> {
-    let mut by_port: BTreeMap<(Protocol, u16), Vec<String>> = BTreeMap::new();
-    for (protocol, port, source) in grants {
-        by_port.entry((*protocol, *port)).or_default().push(source.clone());
-    }
-    by_port.into_iter().map(|((protocol, port), sources)| FirewallRule { protocol, port, sources }).collect()
+    let single: Vec<FirewallRule> = grants
+        .iter()
+        .map(|(protocol, port, source)| FirewallRule {
+            protocol: *protocol,
+            port: *port,
+            sources: vec![source.clone()],
+        })
+        .collect();
+    FirewallRule::canonical(&single)
 }
 
 /// EC2 permissions for `grants`, one per (protocol, port).

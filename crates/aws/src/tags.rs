@@ -1,4 +1,5 @@
-//! Ownership tags: how peerfleet recognises its EC2 objects, and what it reads back from them.
+//! Ownership tags on EC2: the core's [`ownership`] scheme in its key=value spelling, plus EC2's own
+//! `Name` and the tag specifications that apply them at creation.
 //!
 //! Reserved keys live under `peerfleet:`; deploy tags (Tutum's labels such as `peer_cluster`) are tag
 //! *keys* with an empty value, the way a label without a value reads in the EC2 console. Tags with a
@@ -8,29 +9,33 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use peerfleet_core::Address;
 use peerfleet_core::network::PEER_CLUSTER_TAG;
+use peerfleet_core::ownership::{self, Key, MachineOwnership};
 use peerfleet_core::resource::MachineSpec;
-use peerfleet_core::{Address, ChainId};
 
 /// Network name.
-pub const NETWORK: &str = "peerfleet:network";
+pub const NETWORK: &str = Key::Network.pair_key();
 /// The object's address (`machine.virginia[0]`, `firewall.aws.us-east-1`, `ip.virginia[0]`).
-pub const ADDRESS: &str = "peerfleet:address";
+pub const ADDRESS: &str = Key::Address.pair_key();
 /// Machine generation (raised on every replace).
-pub const GENERATION: &str = "peerfleet:generation";
+pub const GENERATION: &str = Key::Generation.pair_key();
 /// Bootstrap (user data) version.
-pub const BOOTSTRAP: &str = "peerfleet:bootstrap";
+pub const BOOTSTRAP: &str = Key::Bootstrap.pair_key();
 /// The pinned chain ID, on the genesis host.
-pub const CHAIN_ID: &str = "peerfleet:chain-id";
+pub const CHAIN_ID: &str = Key::ChainId.pair_key();
 /// EC2's display name.
 pub const NAME: &str = "Name";
 
 /// The value deploy tags carry: none, they are labels.
-pub const DEPLOY_TAG_VALUE: &str = "";
+pub const DEPLOY_TAG_VALUE: &str = ownership::DEPLOY_TAG_VALUE;
 
-/// Keys peerfleet never treats as deploy tags.
-fn is_reserved(key: &str) -> bool {
-    key == NAME || key.starts_with("peerfleet:") || key.starts_with("aws:")
+/// What a machine's tags say about it: the core's ownership record.
+pub type MachineTags = MachineOwnership;
+
+/// Keys EC2 and AWS services set, never deploy tags: `Name`, and AWS's reserved `aws:` keys.
+fn is_provider_key(key: &str) -> bool {
+    key == NAME || key.starts_with("aws:")
 }
 
 /// A tag map as EC2 tags.
@@ -59,27 +64,14 @@ pub fn specifications(types: &[ResourceType], map: &BTreeMap<String, String>) ->
         .collect()
 }
 
-/// EC2's `Name` for a machine: `<network>-<cluster>-<slot>`.
+/// EC2's `Name` for a machine: the core's [`ownership::machine_name`].
 pub fn machine_name(network: &str, address: &Address) -> String {
-    match address {
-        Address::Machine { cluster, slot } => format!("{network}-{cluster}-{slot}"),
-        other => format!("{network}-{}", other.slug()),
-    }
+    ownership::machine_name(network, address)
 }
 
 /// Every tag a machine (and its root volume) is launched with.
 pub fn machine_tags(spec: &MachineSpec) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    for tag in &spec.tags {
-        map.insert(tag.clone(), DEPLOY_TAG_VALUE.to_string());
-    }
-    map.insert(NETWORK.to_string(), spec.network.clone());
-    map.insert(ADDRESS.to_string(), spec.address.to_string());
-    map.insert(GENERATION.to_string(), spec.generation.to_string());
-    map.insert(BOOTSTRAP.to_string(), spec.bootstrap.to_string());
-    if let Some(chain) = &spec.chain_id {
-        map.insert(CHAIN_ID.to_string(), chain.as_str().to_string());
-    }
+    let mut map = MachineOwnership::of(spec).to_pairs(&spec.network);
     map.insert(NAME.to_string(), machine_name(&spec.network, &spec.address));
     map
 }
@@ -95,42 +87,14 @@ pub fn object_tags(network: &str, address: &Address, name: &str) -> BTreeMap<Str
     ])
 }
 
-/// What a machine's tags say about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineTags {
-    /// Its address.
-    pub address: Address,
-    /// Deploy tags.
-    pub deploy: BTreeSet<String>,
-    /// Generation (0 when missing).
-    pub generation: u32,
-    /// Bootstrap version (0 when missing).
-    pub bootstrap: u32,
-    /// Chain ID, when present and well-formed.
-    pub chain_id: Option<ChainId>,
-}
-
 /// Reads a machine's tags; `None` when the address tag is missing or malformed (not ours to manage).
 pub fn read_machine(map: &BTreeMap<String, String>) -> Option<MachineTags> {
-    let address = map.get(ADDRESS)?.parse::<Address>().ok()?;
-    if !matches!(address, Address::Machine { .. }) {
-        return None;
-    }
-    Some(MachineTags {
-        address,
-        deploy: deploy_tags(map),
-        generation: map.get(GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0),
-        bootstrap: map.get(BOOTSTRAP).and_then(|b| b.parse().ok()).unwrap_or(0),
-        chain_id: map.get(CHAIN_ID).and_then(|c| ChainId::parse(c)),
-    })
+    MachineOwnership::from_pairs(map, is_provider_key)
 }
 
-/// Deploy tags: non-reserved keys with the deploy-tag value.
+/// Deploy tags: unreserved keys with the deploy-tag value (never one someone set a value on).
 pub fn deploy_tags(map: &BTreeMap<String, String>) -> BTreeSet<String> {
-    map.iter()
-        .filter(|(k, v)| !is_reserved(k) && v.as_str() == DEPLOY_TAG_VALUE)
-        .map(|(k, _)| k.clone())
-        .collect()
+    ownership::deploy_pairs(map, is_provider_key)
 }
 
 #[cfg(test)]

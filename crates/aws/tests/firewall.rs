@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::Filter;
 use peerfleet_aws::group_name;
 use peerfleet_aws::testing::{Fault, rule};
 use peerfleet_core::network::ports;
+use peerfleet_core::plan::diff;
 use peerfleet_core::provider::{ErrorKind, MachineProvider};
 
 use crate::support::{ADMIN_CIDRS, Harness, bounded};
@@ -106,6 +107,30 @@ async fn rule_changes_authorize_and_revoke_only_the_difference() -> anyhow::Resu
         h.proxy.clear();
         h.provider.update_firewall(&inv.firewalls[0], &changed).await?;
         ensure!(h.proxy.requests().is_empty(), "{:?}", h.proxy.requests());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reordered_firewall_sources_produce_no_diff() -> anyhow::Result<()> {
+    bounded(async {
+        let Some(h) = Harness::start("reordered_firewall_sources_produce_no_diff").await? else {
+            return Ok(());
+        };
+        let spec = h.firewall(REGION);
+        h.provider.create_firewall(&spec).await?;
+        let inv = h.provider.inventory(&h.network, REGION).await?;
+        let actual = inv.firewalls.first().context("the group is listed")?;
+        // The same access, written in another order: rules reversed, each rule's sources reversed.
+        let mut reordered = spec.clone();
+        reordered.rules.reverse();
+        for r in &mut reordered.rules {
+            r.sources.reverse();
+        }
+        ensure!(reordered.rules != spec.rules, "the test must reorder something");
+        let reasons = diff::firewall(&reordered, actual);
+        ensure!(reasons.is_empty(), "{reasons:?}");
         Ok(())
     })
     .await

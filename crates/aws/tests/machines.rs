@@ -70,6 +70,38 @@ async fn create_refresh_retag_and_delete_round_trip() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_tag_added_by_hand_survives_an_update_and_is_never_reported() -> anyhow::Result<()> {
+    bounded(async {
+        let Some(h) = Harness::start("a_tag_added_by_hand_survives_an_update").await? else {
+            return Ok(());
+        };
+        let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
+        let spec = h.machine("virginia", 0, REGION);
+        let created = h.provider.create_machine(&spec, &h.ctx(&fw)).await?;
+        let by_hand = Tag::builder().key("Owner").value("alice").build();
+        h.inspect(REGION).create_tags().resources(&created.id).tags(by_hand).send().await?;
+
+        let m = h.provider.inventory(&h.network, REGION).await?.machines.remove(0);
+        ensure!(m.tags == spec.tags, "a hand-added tag is no deploy tag: {:?}", m.tags);
+        let mut retagged = spec.clone();
+        retagged.tags = BTreeSet::from(["peer_cluster".to_string(), "seed".to_string()]);
+        let updated = h.provider.update_machine(&m, &retagged).await?;
+        ensure!(updated.tags == retagged.tags, "{:?}", updated.tags);
+
+        let out = h.inspect(REGION).describe_instances().instance_ids(&created.id).send().await?;
+        let instance = out.reservations().first().and_then(|r| r.instances().first()).context("instance")?;
+        let on_ec2 = tags::to_map(instance.tags());
+        ensure!(
+            on_ec2.get("Owner").map(String::as_str) == Some("alice"),
+            "the hand-added tag is gone: {on_ec2:?}"
+        );
+        ensure!(on_ec2.contains_key("seed") && !on_ec2.contains_key("relay"), "{on_ec2:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn ownership_tags_travel_in_the_launch_request_for_instance_and_volume() -> anyhow::Result<()> {
     bounded(async {
         let Some(h) = Harness::start("ownership_tags_travel_in_the_launch_request").await? else {

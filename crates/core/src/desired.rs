@@ -78,7 +78,7 @@ pub fn stable_name(service: &str, slot: u32) -> String {
     format!("{service}-{}", slot + 1)
 }
 
-/// The role environment of the node contract (DESIGN.md, "Node roles").
+/// The role environment of the node contract (docs/architecture.md, "Node roles").
 fn role_env(
     role: Role,
     opts: &DesiredOptions,

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod desired;
 pub mod executor;
 pub mod network;
+pub mod ownership;
 pub mod placement;
 pub mod plan;
 pub mod provider;

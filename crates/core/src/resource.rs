@@ -15,17 +15,6 @@ use crate::network::{ChainId, HealthCheck, ProviderKind, Region, RestartPolicy, 
 /// because user data only runs at first boot.
 pub const BOOTSTRAP_VERSION: u32 = 1;
 
-/// The ownership record every object carries from its creation (as tags or labels).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ownership {
-    /// Network name.
-    pub network: String,
-    /// The object's address.
-    pub address: Address,
-    /// The pinned chain ID, on the genesis machine and container only.
-    pub chain_id: Option<ChainId>,
-}
-
 /// A desired machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineSpec {
@@ -121,6 +110,31 @@ pub struct FirewallRule {
     pub port: u16,
     /// Source CIDRs.
     pub sources: Vec<String>,
+}
+
+impl FirewallRule {
+    /// `rules` in their one canonical form: one rule per (protocol, port), in that order, its sources
+    /// sorted and without repeats, rules without sources dropped. Two rule lists that grant the same
+    /// access are equal in this form, whatever order a spec or a provider's API wrote them in; every
+    /// provider reads its firewalls into it, and the planner compares nothing else.
+    pub fn canonical(rules: &[FirewallRule]) -> Vec<FirewallRule> {
+        let mut by_port: BTreeMap<(Protocol, u16), BTreeSet<&str>> = BTreeMap::new();
+        for rule in rules {
+            by_port
+                .entry((rule.protocol, rule.port))
+                .or_default()
+                .extend(rule.sources.iter().map(String::as_str));
+        }
+        by_port
+            .into_iter()
+            .filter(|(_, sources)| !sources.is_empty())
+            .map(|((protocol, port), sources)| FirewallRule {
+                protocol,
+                port,
+                sources: sources.into_iter().map(str::to_string).collect(),
+            })
+            .collect()
+    }
 }
 
 /// A desired firewall (AWS security group, DigitalOcean firewall) for one provider-region.

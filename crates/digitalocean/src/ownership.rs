@@ -10,9 +10,13 @@
 //! | `peerfleet:boot:<n>` | droplets | bootstrap (user data) version |
 //! | `peerfleet:chain:<sha256 hex>` | the genesis host | the pinned chain ID |
 //! | `peerfleet:fw:<network>:<region>` | droplets, firewall | which firewall applies (firewalls attach by tag) |
+//! | `peerfleet:deploy:<tag>` | droplets | deploy tag `<tag>` is peerfleet's |
 //!
-//! Deploy tags (`peer_cluster`, the cluster's tags) are written as they are; every tag outside
-//! `peerfleet:` counts as one.
+//! Deploy tags (`peer_cluster`, the cluster's tags) are written as they are, each with its marker
+//! `peerfleet:deploy:<tag>`: tags have no values here, so the marker is what tells a deploy tag
+//! peerfleet wrote from one a person added by hand, which is never reported and never removed. The
+//! scheme itself (keys, spellings, names, the policy for foreign tags) is the core's
+//! [`peerfleet_core::ownership`]; this module adds DigitalOcean's limits.
 //!
 //! **The machine's address is carried by the droplet's name**, `<network>-<cluster>-<slot>`, not by
 //! a tag. A multi-create request (several droplets in one `POST /v2/droplets`) gives every droplet the
@@ -29,6 +33,8 @@
 use std::collections::BTreeSet;
 
 use peerfleet_core::network::ProviderKind;
+use peerfleet_core::ownership::{self, Key, MachineOwnership};
+pub use peerfleet_core::ownership::{PREFIX, address_of_name};
 use peerfleet_core::provider::ProviderError;
 use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
 use peerfleet_core::{Address, ChainId};
@@ -36,34 +42,32 @@ use peerfleet_core::{Address, ChainId};
 use crate::error::invalid;
 use crate::model::Droplet;
 
-/// Prefix of every tag peerfleet reserves.
-pub const PREFIX: &str = "peerfleet:";
 /// DigitalOcean's limit on tag and droplet-name length.
 pub const MAX_LEN: usize = 255;
 
 /// `peerfleet:network:<network>`.
 pub fn network_tag(network: &str) -> String {
-    format!("{PREFIX}network:{network}")
+    Key::Network.bare(network)
 }
 
 /// `peerfleet:gen:<n>`.
 pub fn generation_tag(generation: u32) -> String {
-    format!("{PREFIX}gen:{generation}")
+    Key::Generation.bare(&generation.to_string())
 }
 
 /// `peerfleet:boot:<n>`.
 pub fn bootstrap_tag(version: u32) -> String {
-    format!("{PREFIX}boot:{version}")
+    Key::Bootstrap.bare(&version.to_string())
 }
 
 /// `peerfleet:chain:<id>`.
 pub fn chain_tag(chain: &ChainId) -> String {
-    format!("{PREFIX}chain:{}", chain.as_str())
+    Key::ChainId.bare(chain.as_str())
 }
 
 /// `peerfleet:fw:<network>:<region>`: the tag a network's firewall in `region` applies to.
 pub fn firewall_tag(network: &str, region: &str) -> String {
-    format!("{PREFIX}fw:{network}:{region}")
+    Key::Firewall.bare(&format!("{network}:{region}"))
 }
 
 /// The firewall's name: `peerfleet-<network>-<region>`.
@@ -93,15 +97,16 @@ pub fn check_network(network: &str) -> Result<(), ProviderError> {
     }
 }
 
-/// The droplet name of a machine: `<network>-<cluster>-<slot>`.
+/// The droplet name of a machine: the core's [`ownership::machine_name`], checked against what
+/// DigitalOcean accepts.
 pub fn droplet_name(network: &str, address: &Address) -> Result<String, ProviderError> {
     check_network(network)?;
-    let Address::Machine { cluster, slot } = address else {
+    let Address::Machine { cluster, .. } = address else {
         return Err(invalid(format!("{address} is not a machine")));
     };
     let ok =
         !cluster.is_empty() && cluster.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    let name = format!("{network}-{cluster}-{slot}");
+    let name = ownership::machine_name(network, address);
     if !ok || name.len() > MAX_LEN {
         return Err(invalid(format!(
             "cluster name {cluster:?} cannot be used on DigitalOcean: droplet names allow only letters, digits, '-' and '.', up to {MAX_LEN} characters"
@@ -110,41 +115,27 @@ pub fn droplet_name(network: &str, address: &Address) -> Result<String, Provider
     Ok(name)
 }
 
-/// The machine address a droplet name stands for, given the network (from its tag).
-pub fn address_of_name(network: &str, name: &str) -> Option<Address> {
-    let rest = name.strip_prefix(network)?.strip_prefix('-')?;
-    let (cluster, slot) = rest.rsplit_once('-')?;
-    if cluster.is_empty() || slot.is_empty() || !slot.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Address::machine(cluster, slot.parse().ok()?))
-}
-
-/// Every tag a machine is created with, sorted: deploy tags, then ownership.
+/// Every tag a machine is created with, sorted: the core's ownership record in its bare spelling
+/// (deploy tags with their markers, network, generation, bootstrap, chain ID), and the firewall tag.
 pub fn machine_tags(spec: &MachineSpec) -> Result<Vec<String>, ProviderError> {
     check_network(&spec.network)?;
-    let mut tags: BTreeSet<String> = BTreeSet::new();
     for t in &spec.tags {
-        if t.starts_with(PREFIX) {
+        if ownership::is_reserved(t) {
             return Err(invalid(format!(
                 "{}: deploy tag {t:?} uses the reserved prefix {PREFIX:?}",
                 spec.address
             )));
         }
-        if !is_valid_tag(t) {
+        // The marker beside it must fit too.
+        if !is_valid_tag(t) || !is_valid_tag(&Key::Deploy.bare(t)) {
             return Err(invalid(format!(
-                "{}: deploy tag {t:?} is not a valid DigitalOcean tag (letters, digits, ':', '-', '_'; at most {MAX_LEN})",
-                spec.address
+                "{}: deploy tag {t:?} is not a valid DigitalOcean tag (letters, digits, ':', '-', '_'; at most {})",
+                spec.address,
+                MAX_LEN - Key::Deploy.bare_prefix().len()
             )));
         }
-        tags.insert(t.clone());
     }
-    tags.insert(network_tag(&spec.network));
-    tags.insert(generation_tag(spec.generation));
-    tags.insert(bootstrap_tag(spec.bootstrap));
-    if let Some(chain) = &spec.chain_id {
-        tags.insert(chain_tag(chain));
-    }
+    let mut tags: BTreeSet<String> = MachineOwnership::of(spec).to_bare(&spec.network).into_iter().collect();
     if spec.firewall.is_some() {
         let fw = firewall_tag(&spec.network, &spec.region.slug);
         if !is_valid_tag(&fw) {
@@ -155,27 +146,24 @@ pub fn machine_tags(spec: &MachineSpec) -> Result<Vec<String>, ProviderError> {
     Ok(tags.into_iter().collect())
 }
 
-/// Tags peerfleet may add or remove on an existing droplet: deploy tags, the chain ID and the
-/// firewall tag (never the network, generation or bootstrap tags, which only a replace changes).
+/// Whether a tag is of a kind peerfleet changes on an existing droplet: deploy tags (and their
+/// markers), the chain ID and the firewall tag (never the network, generation or bootstrap tags,
+/// which only a replace changes).
 pub fn is_mutable_tag(tag: &str) -> bool {
     !tag.starts_with(PREFIX)
-        || tag.starts_with(&format!("{PREFIX}chain:"))
-        || tag.starts_with(&format!("{PREFIX}fw:"))
+        || [Key::Deploy, Key::ChainId, Key::Firewall].iter().any(|k| tag.starts_with(k.bare_prefix()))
 }
 
-fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    let prefix = format!("{PREFIX}{key}:");
-    tags.iter().find_map(|t| t.strip_prefix(prefix.as_str()))
+/// The tags among `tags` that an update may add or remove: of a mutable kind, and written by
+/// peerfleet — a tag someone added by hand is never among them (see [`ownership`]).
+pub fn managed_tags(tags: &[String]) -> BTreeSet<String> {
+    ownership::managed_bare(tags).into_iter().filter(|t| is_mutable_tag(t)).collect()
 }
 
 /// The machine a droplet of `network` is, or `None` when it is not one of ours (no network tag, or a
 /// name that is not an address of the network).
 pub fn machine_of(network: &str, d: &Droplet) -> Option<Machine> {
-    let ours = network_tag(network);
-    if !d.tags.contains(&ours) {
-        return None;
-    }
-    let address = address_of_name(network, &d.name)?;
+    let owned = MachineOwnership::from_bare(network, &d.name, &d.tags)?;
     let status = match d.status.as_str() {
         "active" => MachineStatus::Running,
         "off" => MachineStatus::Stopped,
@@ -184,15 +172,15 @@ pub fn machine_of(network: &str, d: &Droplet) -> Option<Machine> {
     };
     Some(Machine {
         id: d.id.to_string(),
-        address,
+        address: owned.address,
         provider: ProviderKind::DigitalOcean,
         region: d.region.slug.clone(),
         size: d.size_slug.clone(),
         image: d.image.key(),
-        tags: d.tags.iter().filter(|t| !t.starts_with(PREFIX)).cloned().collect(),
-        chain_id: tag_value(&d.tags, "chain").and_then(ChainId::parse),
-        generation: tag_value(&d.tags, "gen").and_then(|v| v.parse().ok()).unwrap_or(0),
-        bootstrap: tag_value(&d.tags, "boot").and_then(|v| v.parse().ok()).unwrap_or(0),
+        tags: owned.deploy,
+        chain_id: owned.chain_id,
+        generation: owned.generation,
+        bootstrap: owned.bootstrap,
         status,
         public_ip: d.address("public"),
         private_ip: d.address("private"),

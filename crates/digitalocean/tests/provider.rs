@@ -379,6 +379,65 @@ async fn delete_cleans_up_machines_firewalls_and_reserved_ips() -> anyhow::Resul
     .await
 }
 
+/// Tags droplet `id` with `tag` through the API, as a person with `doctl` would.
+async fn tag_by_hand(server: &TestServer, id: &str, tag: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        http.post(format!("{}{path}", server.url())).bearer_auth(server.token()).json(&body).send()
+    };
+    post("/v2/tags".into(), serde_json::json!({ "name": tag })).await?.error_for_status()?;
+    let resources = serde_json::json!({ "resources": [{ "resource_id": id, "resource_type": "droplet" }] });
+    post(format!("/v2/tags/{tag}/resources"), resources).await?.error_for_status()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tag_added_by_hand_survives_an_update_and_is_never_reported() -> anyhow::Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let p = provider(&server)?;
+        let before = spec("hand", "frankfurt", 0);
+        let m = p.create_machine(&before, &ctx(PerMachinePki)).await?;
+        tag_by_hand(&server, &m.id, "owner-alice").await?;
+
+        let inv = p.inventory("hand", "fra1").await?;
+        assert_eq!(inv.machines[0].tags, before.tags, "a hand-added tag is no deploy tag");
+        let mut after = before.clone();
+        after.tags = BTreeSet::from(["peer_cluster".to_string(), "seed".to_string()]);
+        let updated = p.update_machine(&inv.machines[0], &after).await?;
+        assert_eq!(updated.tags, after.tags);
+        let d = &server.droplets()[0];
+        assert!(d.tags.contains(&"owner-alice".to_string()), "the hand-added tag is gone: {:?}", d.tags);
+        assert!(d.tags.contains(&"seed".to_string()) && !d.tags.contains(&"relay".to_string()));
+        server.assert_conforms();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reordered_firewall_sources_produce_no_diff() -> anyhow::Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let p = provider(&server)?;
+        let spec = firewall_spec("reorder");
+        p.create_firewall(&spec).await?;
+        let inv = p.inventory("reorder", "fra1").await?;
+        let actual = inv.firewalls.first().ok_or_else(|| anyhow::anyhow!("the firewall is listed"))?;
+        // The same access, written in another order: rules reversed, each rule's sources reversed.
+        let mut reordered = spec.clone();
+        reordered.rules.reverse();
+        for r in &mut reordered.rules {
+            r.sources.reverse();
+        }
+        assert_ne!(reordered.rules, spec.rules, "the test must reorder something");
+        let reasons = peerfleet_core::plan::diff::firewall(&reordered, actual);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn firewalls_carry_the_spec_rules_and_allow_all_outbound_traffic() -> anyhow::Result<()> {
     bounded(async {

@@ -82,7 +82,8 @@ async fn connector_engine_builds_the_reference_image_before_the_first_container_
     .await
 }
 
-/// The role environment of the node contract (DESIGN.md), as the core's planner writes it.
+/// The role environment of the node contract (docs/architecture.md, "Node roles"), as the core's
+/// planner writes it.
 fn role_env(role: Role, genesis: &[u8]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
         ("NODE_ROLE".to_string(), role.as_str().to_string()),

@@ -1,5 +1,5 @@
 //! The reference peer node: one binary for the three roles of a peerfleet network — genesis server,
-//! master and relay — configured entirely by environment variables (see DESIGN.md, "Node roles").
+//! master and relay — configured entirely by environment variables (see docs/architecture.md, "Node roles").
 //!
 //! The design is shaped by where it runs: as PID 1 of a `FROM scratch` container image holding only
 //! this binary and its shared libraries. Hence no shell, no files beyond the environment, logs on

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use crate::network::{Capabilities, ChainId};
 use crate::plan::{Action, Reason};
 use crate::resource::{
-    Container, ContainerSpec, ContainerState, Firewall, FirewallSpec, Machine, MachineSpec,
+    Container, ContainerSpec, ContainerState, Firewall, FirewallRule, FirewallSpec, Machine, MachineSpec,
 };
 
 /// Environment keys whose values are never shown (same rule the Docker labels use to hash them).
@@ -137,17 +137,19 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
     r
 }
 
-/// What must change on a firewall: its rules, in place.
+/// What must change on a firewall: its rules, in place. Both sides are compared in their canonical
+/// form, so rules that grant the same access in another order are no change.
 pub fn firewall(spec: &FirewallSpec, actual: &Firewall) -> Vec<Reason> {
-    let text = |rules: &[crate::resource::FirewallRule]| {
+    let text = |rules: &[FirewallRule]| {
         rules
             .iter()
             .map(|r| format!("{}/{:?} from {}", r.port, r.protocol, r.sources.join(" ")).to_lowercase())
             .collect::<Vec<_>>()
             .join("; ")
     };
+    let (have, want) = (FirewallRule::canonical(&actual.rules), FirewallRule::canonical(&spec.rules));
     let mut r = Vec::new();
-    differ(&mut r, "rules", &text(&actual.rules), &text(&spec.rules), false);
+    differ(&mut r, "rules", &text(&have), &text(&want), false);
     r
 }
 
@@ -157,5 +159,52 @@ fn abbreviate(v: &str) -> String {
         v.to_string()
     } else {
         format!("{}… ({} bytes)", &v[..v.char_indices().nth(40).map(|(i, _)| i).unwrap_or(40)], v.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::network::ProviderKind;
+    use crate::resource::Protocol;
+
+    fn rule(port: u16, sources: &[&str]) -> FirewallRule {
+        FirewallRule {
+            protocol: Protocol::Tcp,
+            port,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reordered_firewall_rules_and_sources_are_no_change() {
+        let address = Address::firewall(ProviderKind::DigitalOcean, "fra1");
+        let spec = FirewallSpec {
+            address: address.clone(),
+            network: "n".into(),
+            provider: ProviderKind::DigitalOcean,
+            region: "fra1".into(),
+            rules: vec![rule(26656, &["0.0.0.0/0"]), rule(2376, &["203.0.113.0/24", "198.51.100.0/24"])],
+        };
+        let actual = Firewall {
+            id: "fw".into(),
+            address,
+            rules: vec![
+                rule(2376, &["198.51.100.0/24", "203.0.113.0/24", "198.51.100.0/24"]),
+                rule(26656, &["0.0.0.0/0"]),
+            ],
+        };
+        assert!(firewall(&spec, &actual).is_empty());
+        let mut narrowed = actual.clone();
+        narrowed.rules[0].sources.pop();
+        narrowed.rules[0].sources.pop();
+        assert_eq!(firewall(&spec, &narrowed).len(), 1, "a lost source is a change");
+    }
+
+    #[test]
+    fn canonical_rules_merge_ports_and_drop_empty_ones() {
+        let messy = vec![rule(80, &["z"]), rule(26656, &["b"]), rule(26656, &["a", "b"]), rule(22, &[])];
+        assert_eq!(FirewallRule::canonical(&messy), vec![rule(80, &["z"]), rule(26656, &["a", "b"])]);
     }
 }

@@ -49,7 +49,7 @@ impl CityEntry {
     }
 }
 
-// The table of DESIGN.md "The nine regions of the original network", in its order.
+// The table "The nine regions of the original network" of docs/architecture.md, in its order.
 const CITIES: [CityEntry; 9] = [
     CityEntry {
         city: City::NorthernChina,
@@ -178,7 +178,7 @@ pub const AWS_REGIONS: &[&str] = &[
 pub const DIGITALOCEAN_REGIONS: &[&str] =
     &["ams3", "atl1", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "tor1"];
 
-/// The nine cities, in the order of DESIGN.md's table.
+/// The nine cities, in the order of the table in docs/architecture.md.
 pub fn cities() -> &'static [CityEntry] {
     &CITIES
 }

@@ -34,8 +34,6 @@ const RESTART_POLICIES: [RestartPolicy; 3] =
     [RestartPolicy::Off, RestartPolicy::OnFailure, RestartPolicy::Always];
 const NAME_RULE: &str = "a name matching ^[a-z][a-z0-9-]{0,31}$";
 const TAG_RULE: &str = "a tag matching ^[A-Za-z0-9_:-]{1,64}$";
-/// Ownership tags every object carries start with this; a deploy tag may not.
-const RESERVED_TAG_PREFIX: &str = "peerfleet:";
 const ENV_RULE: &str = "a variable name matching ^[A-Z_][A-Z0-9_]*$";
 // Health timings: at least 1 ms (Docker's minimum), at most an hour (anything longer is a mistake).
 const HEALTH_MS: RangeInclusive<i64> = 1..=3_600_000;
@@ -177,7 +175,7 @@ impl Checker<'_> {
                     format!("{:?}", t.value),
                 );
                 ok = false;
-            } else if t.value.starts_with(RESERVED_TAG_PREFIX) {
+            } else if crate::ownership::is_reserved(&t.value) {
                 // It could be mistaken for an ownership tag; DigitalOcean would refuse it only at apply.
                 self.invalid::<()>(
                     t.span.clone(),

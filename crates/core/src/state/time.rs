@@ -8,11 +8,25 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
-/// A UTC wall-clock time with millisecond precision.
+/// The written form, milliseconds always present.
+const WITH_MILLIS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// The same without the fraction, also accepted when reading.
+const WHOLE_SECONDS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// The last millisecond of 9999-12-31, the latest time the written form can hold; later times (a
+/// saturated `plus`) clamp to it, so every timestamp can be written.
+const MAX_MILLIS: u64 = 253_402_300_799_999;
+
+/// A UTC wall-clock time with millisecond precision, from 1970 to the end of 9999.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch, at most [`MAX_MILLIS`].
     millis: u64,
 }
 
@@ -22,10 +36,14 @@ impl Timestamp {
         Self::from_system_time(SystemTime::now())
     }
 
-    /// A timestamp from a system time (times before 1970 clamp to the epoch).
+    /// A timestamp from a system time (times before 1970 clamp to the epoch, after 9999 to its end).
     pub fn from_system_time(t: SystemTime) -> Self {
         let millis = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        Timestamp { millis: u64::try_from(millis).unwrap_or(u64::MAX) }
+        Self::clamped(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
+    fn clamped(millis: u64) -> Self {
+        Timestamp { millis: millis.min(MAX_MILLIS) }
     }
 
     /// Milliseconds since the Unix epoch.
@@ -36,75 +54,27 @@ impl Timestamp {
     /// This time plus `d` (saturating).
     pub fn plus(self, d: Duration) -> Self {
         let add = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Timestamp { millis: self.millis.saturating_add(add) }
+        Self::clamped(self.millis.saturating_add(add))
     }
 
     /// Parses the form [`fmt::Display`] writes: `YYYY-MM-DDTHH:MM:SS.mmmZ` (the fraction is optional).
+    /// Dates that do not exist (`2024-02-31`) and times before 1970 are refused.
     pub fn parse(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        let num = |from: usize, len: usize| -> Option<u64> {
-            let part = s.get(from..from + len)?;
-            part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
-        };
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-            return None;
-        }
-        let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-        let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-        let millis = match &s[19..] {
-            "Z" => 0,
-            rest if rest.len() == 5 && rest.starts_with('.') && rest.ends_with('Z') => num(20, 3)?,
-            _ => return None,
-        };
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-            return None;
-        }
-        let days = days_from_civil(year, month, day)?;
-        let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-        Some(Timestamp { millis: secs * 1_000 + millis })
+        let at = PrimitiveDateTime::parse(s, WITH_MILLIS)
+            .or_else(|_| PrimitiveDateTime::parse(s, WHOLE_SECONDS))
+            .ok()?
+            .assume_utc();
+        let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
+        Some(Self::clamped(millis))
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (years before 1970 are not representable).
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    // Count years from March so the leap day is the last day of the counted year.
-    let y = if month <= 2 { year.checked_sub(1)? } else { year };
-    let era = y / 400;
-    let year_of_era = y % 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    // 719_468 = days from 0000-03-01 to 1970-01-01.
-    (era * 146_097 + day_of_era).checked_sub(719_468)
-}
-
-/// The date of a day count since 1970-01-01: (year, month, day).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.millis / 1_000;
-        let (year, month, day) = civil_from_days(secs / 86_400);
-        let in_day = secs % 86_400;
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            in_day / 3_600,
-            in_day % 3_600 / 60,
-            in_day % 60,
-            self.millis % 1_000
-        )
+        // Invariant: `millis` is at most MAX_MILLIS, which the calendar and the format both hold.
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.millis) * 1_000_000)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(&at.format(WITH_MILLIS).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -148,6 +118,26 @@ mod tests {
             Timestamp::parse("2024-05-01T12:00:00Z").map(|t| t.unix_millis()),
             Some(1_714_564_800_000)
         );
+    }
+
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for s in [
+            "2024-02-30T00:00:00Z",
+            "2024-02-31T00:00:00.000Z",
+            "2023-02-29T00:00:00Z",
+            "2024-04-31T12:00:00Z",
+        ] {
+            assert_eq!(Timestamp::parse(s), None, "{s}");
+        }
+        assert!(Timestamp::parse("2024-02-29T00:00:00Z").is_some(), "a leap day exists");
+    }
+
+    #[test]
+    fn the_far_future_clamps_to_a_time_that_can_be_written() {
+        let end = Timestamp::now().plus(Duration::MAX);
+        assert_eq!(end.to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::parse(&end.to_string()), Some(end));
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Droplets: create (through the batch), update (tags, resize) and the cloud-init they boot with.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use peerfleet_core::bootstrap::{self, DIGITALOCEAN_USER_DATA_LIMIT};
@@ -72,10 +71,9 @@ impl Inner {
         let id = parse_id("machine", &current.id)?;
         let inner = self;
         let droplet = inner.get_droplet(id).await?;
-        let want: BTreeSet<String> =
-            ownership::machine_tags(spec)?.into_iter().filter(|t| ownership::is_mutable_tag(t)).collect();
-        let have: BTreeSet<String> =
-            droplet.tags.iter().filter(|t| ownership::is_mutable_tag(t)).cloned().collect();
+        // Only tags peerfleet wrote are ever removed: one added by hand is in neither set.
+        let want = ownership::managed_tags(&ownership::machine_tags(spec)?);
+        let have = ownership::managed_tags(&droplet.tags);
         let changes = async {
             for tag in want.difference(&have) {
                 inner.ensure_tag(tag).await?;

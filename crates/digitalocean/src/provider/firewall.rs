@@ -49,7 +49,11 @@ impl Inner {
             )
             .await?;
         // An adopted firewall may have been changed by hand since: converge its rules.
-        if fw.rules == sorted(&spec.rules) { Ok(fw) } else { self.update_firewall(&fw, spec).await }
+        if fw.rules == FirewallRule::canonical(&spec.rules) {
+            Ok(fw)
+        } else {
+            self.update_firewall(&fw, spec).await
+        }
     }
 
     pub(super) async fn update_firewall(
@@ -87,7 +91,7 @@ impl Inner {
         if !fw.tags.as_ref().is_some_and(|t| t.contains(&tag)) {
             return None;
         }
-        let mut rules: Vec<FirewallRule> = fw
+        let rules: Vec<FirewallRule> = fw
             .inbound_rules
             .iter()
             .flatten()
@@ -102,11 +106,10 @@ impl Inner {
                 Some(FirewallRule { protocol, port, sources })
             })
             .collect();
-        rules.sort();
         Some(Firewall {
             id: fw.id.clone(),
             address: Address::firewall(ProviderKind::DigitalOcean, region),
-            rules,
+            rules: FirewallRule::canonical(&rules),
         })
     }
 
@@ -145,8 +148,3 @@ impl Inner {
     }
 }
 
-fn sorted(rules: &[FirewallRule]) -> Vec<FirewallRule> {
-    let mut r = rules.to_vec();
-    r.sort();
-    r
-}
