@@ -125,6 +125,7 @@ mod tests {
             unchanged: 3,
             prior: vec![],
             base: PlanBase { lineage: Some("l".into()), serial: 7, actual_digest: None },
+            rollouts: Default::default(),
         }
     }
 
