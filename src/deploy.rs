@@ -139,9 +139,17 @@ impl Deployment {
         Ok(connect::connect(&self.network, state, &self.connect_options(only)).await?)
     }
 
+    /// Loads the state and claims it for this network: another network's state is refused before
+    /// anything is planned from it.
+    async fn load_state(&self) -> Result<State, DeployError> {
+        let mut state = self.store.load().await?;
+        state.claim(&self.network.name).map_err(|kind| StateError::new(self.store.location(), kind))?;
+        Ok(state)
+    }
+
     /// Plans without locking (a read-only look, like `peerfleet plan`).
     pub async fn plan(&self, request: &PlanRequest) -> Result<Prepared, DeployError> {
-        let state = self.store.load().await?;
+        let state = self.load_state().await?;
         let connected =
             if request.no_refresh { None } else { Some(self.connect(&state, request.only).await?) };
         self.plan_with(state, connected.as_ref(), request).await
@@ -222,7 +230,7 @@ impl Deployment {
         interrupt: Interrupt,
         operation: &str,
     ) -> Result<Applied, DeployError> {
-        let mut state = self.store.load().await?;
+        let mut state = self.load_state().await?;
         if let Some(saved) = &request.saved
             && !state.is_base_of(&saved.base)
         {

@@ -5,5 +5,6 @@
 
 mod cli;
 mod clouds;
+mod hostile;
 mod local;
 mod support;

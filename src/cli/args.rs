@@ -31,7 +31,7 @@ pub enum Command {
     /// Show nodes, containers, placement and the chain ID.
     Show(ShowArgs),
     /// Print the plan's dependency graph in Graphviz DOT.
-    Graph(StateArgs),
+    Graph(GraphArgs),
     /// Set a service's container count in the spec file, then plan and apply.
     Scale(ScaleArgs),
     /// Remove a state lock left by a crashed run.
@@ -158,6 +158,20 @@ pub struct ShowArgs {
     /// Ask the providers (default), or show what the state file remembers.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,
+    /// Restrict to one layer (`machines` never contacts a machine's container engine).
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyLayer>,
+}
+
+/// `graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    /// Spec and state.
+    pub target: StateArgs,
+    /// Restrict to one layer (`machines` never contacts a machine's container engine).
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyLayer>,
 }
 
 /// `scale`.

@@ -13,15 +13,17 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use peerfleet::core::executor::{ApplyOutcome, Interrupt, InterruptLevel};
+use peerfleet::core::input;
 use peerfleet::core::network::{ChainId, Network};
-use peerfleet::core::plan::{Layer, Plan};
+use peerfleet::core::plan::{Layer, Plan, file as plan_file};
 use peerfleet::core::render::{self, Style};
 use peerfleet::core::spec;
 use peerfleet::core::state::{self, default_state_path};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
 
 use args::{
-    ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, OnlyLayer, PlanArgs, ScaleArgs, ShowArgs, StateArgs,
+    ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, GraphArgs, OnlyLayer, PlanArgs, ScaleArgs,
+    ShowArgs, StateArgs,
 };
 
 /// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
@@ -38,7 +40,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{} {e:#}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
+            // Errors quote what they were given (file contents, names): never raw to a terminal.
+            let message = spec::terminal_safe(&format!("{e:#}"));
+            eprintln!("{} {message}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
             ExitCode::from(1)
         }
     }
@@ -125,8 +129,9 @@ fn warn_all(prepared: &Prepared) {
 
 fn validate(file: &Path) -> Result<u8> {
     let n = load(file)?;
-    let nodes: u32 = n.clusters.iter().map(|c| c.nodes).sum();
-    let containers: u32 = n.services.iter().map(|s| s.containers).sum();
+    // u64: the spec bounds the totals, but a sum of u32s must never be what breaks.
+    let nodes: u64 = n.clusters.iter().map(|c| u64::from(c.nodes)).sum();
+    let containers: u64 = n.services.iter().map(|s| u64::from(s.containers)).sum();
     println!(
         "{} is valid: network `{}`, {} clusters ({nodes} nodes), {} services ({containers} containers), chain {}",
         file.display(),
@@ -169,15 +174,39 @@ async fn plan(a: PlanArgs) -> Result<u8> {
 }
 
 fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(&peerfleet::deploy::sealed(plan))?;
+    ensure_plan_or_absent(path)?;
+    let bytes = plan_file::encode(&peerfleet::deploy::sealed(plan));
     // Private: a plan file carries the network's (sealed) environment and layout.
     peerfleet_core::atomic::write(path, &bytes, peerfleet_core::atomic::FileMode::Private)
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// `plan --out` replaces only an earlier plan file: never a spec, a state file or anything else.
+fn ensure_plan_or_absent(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            bail!("{} exists and is not a regular file; refusing to replace it with a plan", path.display())
+        }
+    }
+    let is_plan = input::read_regular(path, plan_file::MAX_PLAN_FILE_BYTES)
+        .is_ok_and(|bytes| plan_file::is_plan_file(&bytes));
+    if !is_plan {
+        bail!(
+            "{} exists and is not a peerfleet plan file; refusing to overwrite it (choose another --out path)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a saved plan, checking its kind, format version and digest before anything connects.
 fn read_plan(path: &Path) -> Result<Plan> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading the plan file {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a peerfleet plan file", path.display()))
+    let bytes = input::read_regular(path, plan_file::MAX_PLAN_FILE_BYTES)
+        .with_context(|| format!("reading the plan file {}", path.display()))?;
+    plan_file::decode(&bytes).with_context(|| format!("{} cannot be applied", path.display()))
 }
 
 /// Refuses at once when confirmation is needed and there is no terminal to ask on.
@@ -390,7 +419,8 @@ async fn destroy(a: DestroyArgs) -> Result<u8> {
 
 async fn show(a: ShowArgs) -> Result<u8> {
     let d = deployment(&a.target)?;
-    let prepared = d.plan(&PlanRequest { no_refresh: !a.refresh, ..PlanRequest::default() }).await?;
+    let request = PlanRequest { no_refresh: !a.refresh, only: layer(a.only), ..PlanRequest::default() };
+    let prepared = d.plan(&request).await?;
     if a.json {
         println!("{}", show::json(&prepared));
     } else {
@@ -399,9 +429,9 @@ async fn show(a: ShowArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn graph(a: StateArgs) -> Result<u8> {
-    let d = deployment(&a)?;
-    let prepared = d.plan(&PlanRequest::default()).await?;
+async fn graph(a: GraphArgs) -> Result<u8> {
+    let d = deployment(&a.target)?;
+    let prepared = d.plan(&PlanRequest { only: layer(a.only), ..PlanRequest::default() }).await?;
     print!("{}", render::dot(&prepared.planned.plan));
     Ok(0)
 }

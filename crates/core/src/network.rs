@@ -79,9 +79,30 @@ impl fmt::Debug for Chain {
 }
 
 /// A chain ID: the lowercase hex sha256 of the genesis block.
+///
+/// Always 64 lowercase hex digits: reading one from a state or plan file checks that, so a
+/// hand-edited file cannot smuggle in text that breaks what is built from it (labels, tags, output).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct ChainId(String);
+
+impl TryFrom<String> for ChainId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(ChainId(s))
+        } else {
+            Err(format!("expected a chain ID (64 lowercase hex digits), found {}", crate::spec::quoted(&s)))
+        }
+    }
+}
+
+impl From<ChainId> for String {
+    fn from(id: ChainId) -> Self {
+        id.0
+    }
+}
 
 impl ChainId {
     /// The chain ID of a genesis block.
@@ -102,7 +123,9 @@ impl ChainId {
 
     /// The first 12 hex digits, for compact human output.
     pub fn short(&self) -> &str {
-        &self.0[..12.min(self.0.len())]
+        // Every constructor makes 64 ASCII hex digits, so byte 12 is a character boundary; `get`
+        // keeps even a broken invariant from panicking.
+        self.0.get(..12).unwrap_or(&self.0)
     }
 }
 

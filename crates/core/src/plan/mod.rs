@@ -187,6 +187,7 @@ impl Plan {
 }
 
 pub mod diff;
+pub mod file;
 mod planner;
 mod rollout;
 

@@ -99,6 +99,18 @@ pub enum PlanError {
     /// Containers cannot be placed.
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    /// A machine's generation (from its tags or the state) has no successor.
+    #[error(
+        "{address} is at generation {last}, the last one: a replacement would reuse an idempotency \
+         key. The generation comes from the machine's tags or the state file; one this high was \
+         written by hand"
+    )]
+    GenerationExhausted {
+        /// The machine.
+        address: Address,
+        /// The generation it is at.
+        last: u32,
+    },
 }
 
 /// The layer an address belongs to.
@@ -253,11 +265,19 @@ pub fn plan(
             && matches!(change.action, Action::Create | Action::Replace)
         {
             let from_actual = change.before.as_ref().and_then(|b| match b {
-                Actual::Machine(m) => Some(m.generation + 1),
+                Actual::Machine(m) => Some(m.generation),
                 _ => None,
             });
-            let from_memory = memory.generations.get(&change.address).map(|g| g + 1);
-            spec.generation = from_actual.into_iter().chain(from_memory).max().unwrap_or(0);
+            let from_memory = memory.generations.get(&change.address).copied();
+            // Checked: a wrapped generation would reuse the first create's idempotency key, and the
+            // provider would answer with that (long deleted) machine instead of a new one.
+            spec.generation = match from_actual.into_iter().chain(from_memory).max() {
+                None => 0,
+                Some(last) => last.checked_add(1).ok_or_else(|| PlanError::GenerationExhausted {
+                    address: change.address.clone(),
+                    last,
+                })?,
+            };
             spec.idempotency_key = idempotency_key(&network.name, &change.address, spec.generation);
         } else if let (Some(Desired::Machine(spec)), Some(Actual::Machine(m))) =
             (&mut change.after, &change.before)

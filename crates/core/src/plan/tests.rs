@@ -391,4 +391,26 @@ fn sensitive_env_compares_sealed_and_is_never_shown() {
     assert!(!crate::render::text(&p, crate::render::Style { color: false }).contains("hunter"));
 }
 
+#[test]
+fn a_generation_with_no_successor_is_refused_instead_of_reusing_an_idempotency_key() {
+    let net = network(1);
+    let first = plan(&net, &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let machine = first
+        .changes
+        .iter()
+        .find(|c| layer_of(&c.address) == Layer::Machines && c.address.to_string().starts_with("machine."))
+        .unwrap();
+    let mut memory = Memory::default();
+    memory.generations.insert(machine.address.clone(), u32::MAX);
+    let err = plan(&net, &ActualState::default(), &memory, &opts()).unwrap_err();
+    assert!(matches!(err, PlanError::GenerationExhausted { last: u32::MAX, .. }), "{err}");
+    // One below the last is still fine, and gives the last.
+    memory.generations.insert(machine.address.clone(), u32::MAX - 1);
+    let planned = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
+    match &planned.change(&machine.address).unwrap().after {
+        Some(Desired::Machine(m)) => assert_eq!(m.generation, u32::MAX),
+        other => panic!("{other:?}"),
+    }
+}
+
 mod rollouts;

@@ -250,7 +250,8 @@ pub fn resolve(provider: ProviderKind, region: &str) -> Result<Region, RegionErr
 pub enum RegionError {
     /// One of the nine cities, which the provider does not serve.
     #[error(
-        "region \"{region}\" is not served by {provider}; it is served by: {}{}",
+        "region {} is not served by {provider}; it is served by: {}{}",
+        super::error::quoted(region),
         served_by.iter().map(|(p, s)| format!("{p} ({s})")).collect::<Vec<_>>().join(", "),
         nearest.map(|n| format!("; the nearest {provider} region is {n}")).unwrap_or_default()
     )]
@@ -265,7 +266,7 @@ pub enum RegionError {
         nearest: Option<&'static str>,
     },
     /// Neither a city nor a slug the provider knows.
-    #[error("expected one of the nine cities ({}) or {}, found \"{region}\"", city_names(), slug_hint(*provider))]
+    #[error("expected one of the nine cities ({}) or {}, found {}", city_names(), slug_hint(*provider), super::error::quoted(region))]
     Unknown {
         /// The region as written.
         region: String,

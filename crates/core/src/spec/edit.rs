@@ -39,7 +39,7 @@ pub struct Scaled {
 /// follows the nodes), `containers` is out of range, or the edited spec fails validation; the file
 /// is then left as it was.
 pub fn set_containers(path: &Path, service: &str, containers: u32) -> Result<Scaled, SpecErrors> {
-    let text = fs::read_to_string(path)
+    let text = crate::input::read_regular_text(path, super::MAX_SPEC_BYTES)
         .map_err(|cause| SpecError::new("", SpecErrorKind::ReadSpec { cause }).in_file(path))?;
     let before = parse(&text, path, base_dir_of(path))?;
     let (index, current) =

@@ -25,17 +25,81 @@ pub struct Location {
 
 impl Location {
     /// The location of byte `offset` in `text` (clamped to the text, and to a character boundary).
+    ///
+    /// Scans the text from the start: for one location. Many locations in one text go through a
+    /// [`LineIndex`], built once.
     pub fn of_offset(text: &str, offset: usize) -> Location {
-        let mut offset = offset.min(text.len());
-        while !text.is_char_boundary(offset) {
+        LineIndex::new(text).locate(offset)
+    }
+}
+
+/// The start of every line of a text, so that locating a byte offset is a binary search instead of
+/// a scan from the start (a spec with 100,000 mistakes would otherwise be read 100,000 times).
+#[derive(Debug, Clone)]
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    /// Indexes `text`: one pass over its bytes.
+    pub fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts: starts.collect() }
+    }
+
+    /// The location of byte `offset` (clamped to the text, and to a character boundary).
+    pub fn locate(&self, offset: usize) -> Location {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &text[..offset];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        // Bytes, not chars, for the line count: a tight loop the compiler vectorises.
-        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-        Location { line, column: before[line_start..].chars().count() + 1 }
+        // `starts[0]` is 0, so at least one start is <= offset.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
+        Location { line, column: self.text[line_start..offset].chars().count() + 1 }
     }
+}
+
+/// How many characters of a value an error message quotes; the rest is summarised by its length.
+pub const MAX_ECHO_CHARS: usize = 80;
+
+/// `value` as an error message quotes it: in double quotes, with control and bidirectional
+/// characters escaped (a value must not be able to clear a terminal or reorder the text around it),
+/// and cut after [`MAX_ECHO_CHARS`] characters.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => {
+            let shown = format!("{:?}", &value[..cut]);
+            format!("{}…\" ({} characters)", &shown[..shown.len() - 1], value.chars().count())
+        }
+    }
+}
+
+/// Free text from a parser (which may quote the input) made safe to print: escaped like
+/// [`terminal_safe`], and cut after a few lines' worth of characters.
+pub(crate) fn escaped(text: &str) -> String {
+    const MAX: usize = 4 * MAX_ECHO_CHARS;
+    match text.char_indices().nth(MAX) {
+        None => terminal_safe(text),
+        Some((cut, _)) => terminal_safe(&text[..cut]) + "…",
+    }
+}
+
+/// `text` with every control and bidirectional-formatting character escaped as Rust writes it
+/// (`\u{1b}`, `\u{202e}`), line breaks and tabs kept: a message may quote a file's content, and a
+/// terminal must show that content, not obey it.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' | '"' | '\'' | '\\' => out.push(c),
+            _ => out.extend(c.escape_debug()),
+        }
+    }
+    out
 }
 
 /// One problem in a spec.
@@ -159,7 +223,7 @@ pub enum SpecErrorKind {
         found: String,
     },
     /// Two clusters or two services have the same name.
-    #[error("duplicate {what} name \"{name}\"; first declared at {first}")]
+    #[error("duplicate {what} name {}; first declared at {first}", quoted(name))]
     Duplicate {
         /// `cluster` or `service`.
         what: &'static str,
@@ -253,7 +317,11 @@ pub enum SpecErrorKind {
 /// Syntax errors stop parsing, so a file with bad TOML yields exactly one; semantic checks all run,
 /// so a file with several mistakes yields them all at once.
 #[derive(Debug)]
-pub struct SpecErrors(Vec<SpecError>);
+pub struct SpecErrors(Vec<SpecError>, usize);
+
+/// Most problems one validation reports; the rest are counted. A person fixes the first ones
+/// first, and a hostile spec with a million mistakes must not cost a million located messages.
+pub const MAX_REPORTED_ERRORS: usize = 100;
 
 impl SpecErrors {
     /// The errors, in document order (errors without a line last).
@@ -263,7 +331,7 @@ impl SpecErrors {
 
     /// The first error.
     pub fn first(&self) -> &SpecError {
-        // Invariant: a `SpecErrors` is only built from a non-empty list (see `From` and `from_vec`).
+        // Invariant: a `SpecErrors` is only built from a non-empty list (see `From` and `with_omitted`).
         &self.0[0]
     }
 
@@ -282,17 +350,23 @@ impl SpecErrors {
         self.0
     }
 
-    /// Errors sorted by location, or `None` when `errors` is empty.
-    pub(crate) fn from_vec(mut errors: Vec<SpecError>) -> Option<Self> {
+    /// How many further problems were found but not reported (past [`MAX_REPORTED_ERRORS`]).
+    pub fn omitted(&self) -> usize {
+        self.1
+    }
+
+    /// Errors sorted by location, noting `omitted` more problems that were not reported; `None`
+    /// when `errors` is empty.
+    pub(crate) fn with_omitted(mut errors: Vec<SpecError>, omitted: usize) -> Option<Self> {
         // Unlocated errors (whole-document checks) read best after the located ones.
         errors.sort_by_key(|e| (e.0.location.is_none(), e.0.location));
-        (!errors.is_empty()).then_some(SpecErrors(errors))
+        (!errors.is_empty()).then_some(SpecErrors(errors, omitted))
     }
 }
 
 impl From<SpecError> for SpecErrors {
     fn from(error: SpecError) -> Self {
-        SpecErrors(vec![error])
+        SpecErrors(vec![error], 0)
     }
 }
 
@@ -303,6 +377,9 @@ impl fmt::Display for SpecErrors {
                 f.write_str("\n")?;
             }
             write!(f, "{e}")?;
+        }
+        if self.1 > 0 {
+            write!(f, "\n... and {} more problems (fix the ones above first)", self.1)?;
         }
         Ok(())
     }
@@ -341,8 +418,8 @@ impl<'a> IntoIterator for &'a SpecErrors {
 pub(crate) struct Origin<'a> {
     /// The file, for messages.
     pub file: Option<&'a Path>,
-    /// The text the spans point into.
-    pub text: Option<&'a str>,
+    /// The lines of the text the spans point into.
+    pub lines: Option<&'a LineIndex<'a>>,
 }
 
 impl Origin<'_> {
@@ -365,7 +442,7 @@ impl Origin<'_> {
 
     /// The location of a span's start.
     pub fn locate(&self, span: Option<Range<usize>>) -> Option<Location> {
-        Some(Location::of_offset(self.text?, span?.start))
+        Some(self.lines?.locate(span?.start))
     }
 
     /// `path` with `, line N` when the span can be located: how one error names another place.
@@ -407,11 +484,13 @@ mod tests {
     fn errors_are_sorted_by_location_with_unlocated_last() {
         let at =
             |line| SpecError::new("x", SpecErrorKind::Missing).in_file("f").at(Location { line, column: 1 });
-        let errors =
-            SpecErrors::from_vec(vec![SpecError::new("services", SpecErrorKind::Missing), at(9), at(2)])
-                .unwrap();
+        let errors = SpecErrors::with_omitted(
+            vec![SpecError::new("services", SpecErrorKind::Missing), at(9), at(2)],
+            0,
+        )
+        .unwrap();
         let lines: Vec<_> = errors.errors().iter().map(SpecError::line).collect();
         assert_eq!(lines, [Some(2), Some(9), None]);
-        assert!(SpecErrors::from_vec(Vec::new()).is_none());
+        assert!(SpecErrors::with_omitted(Vec::new(), 0).is_none());
     }
 }

@@ -25,25 +25,42 @@
 //! assert_eq!(network.clusters[0].region.slug, "frankfurt");
 //! ```
 
-use std::fs;
 use std::path::Path;
 
+use crate::input;
 use crate::network::{Chain, Network};
+
+/// The largest spec file read, in bytes. A real network's spec is a few kilobytes; the limit keeps
+/// a wrong path (a log, a disk image) from being read whole.
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+/// The largest genesis file, in bytes. The genesis travels to the genesis server base64-encoded in
+/// one environment variable (`GENESIS_B64`), and Linux refuses a single environment string over
+/// 128 KiB; 64 KiB of genesis is 87,384 characters of base64, safely under that.
+pub const MAX_GENESIS_BYTES: u64 = 64 << 10;
 
 mod builder;
 pub mod catalog;
 pub mod edit;
 mod error;
+#[cfg(test)]
+mod hostile_tests;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use builder::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
-pub use error::{Location, SpecError, SpecErrorKind, SpecErrors};
-pub use validate::{MAX_CONTAINERS, MAX_NODES, REFERENCE_IMAGE, RESERVED_ENV};
+pub use error::{
+    Location, MAX_ECHO_CHARS, MAX_REPORTED_ERRORS, SpecError, SpecErrorKind, SpecErrors, quoted,
+    terminal_safe,
+};
+pub use validate::{
+    MAX_CLUSTERS, MAX_CONTAINERS, MAX_NETWORK_CONTAINERS, MAX_NETWORK_NODES, MAX_NODES, MAX_SERVICES,
+    MAX_TAGS, REFERENCE_IMAGE, RESERVED_ENV,
+};
 
-use error::Origin;
+use error::{LineIndex, Origin, escaped};
 use raw::RawSpec;
 
 /// Reads and validates the spec file at `path`; the genesis file is resolved against its directory.
@@ -52,7 +69,7 @@ use raw::RawSpec;
 /// The file cannot be read, is not valid TOML, has unknown keys or wrong types (the first such
 /// problem), or fails validation (every problem found).
 pub fn load(path: &Path) -> Result<Network, SpecErrors> {
-    let text = fs::read_to_string(path)
+    let text = input::read_regular_text(path, MAX_SPEC_BYTES)
         .map_err(|cause| SpecError::new("", SpecErrorKind::ReadSpec { cause }).in_file(path))?;
     parse(&text, path, base_dir_of(path))
 }
@@ -62,7 +79,8 @@ pub fn load(path: &Path) -> Result<Network, SpecErrors> {
 /// # Errors
 /// As [`load`], except reading the spec itself.
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Network, SpecErrors> {
-    let origin = Origin { file: Some(file), text: Some(text) };
+    let lines = LineIndex::new(text);
+    let origin = Origin { file: Some(file), lines: Some(&lines) };
     let raw = read_raw(text, origin)?;
     let chain = read_chain(&raw, base_dir, origin);
     validate::validate(&raw, chain, origin)
@@ -77,11 +95,12 @@ pub(crate) fn base_dir_of(path: &Path) -> &Path {
 fn read_raw(text: &str, origin: Origin<'_>) -> Result<RawSpec, SpecError> {
     // Parsed once for syntax (and to map serde's error spans back to field paths), then by serde.
     let doc = toml_edit::Document::parse(text).map_err(|e| {
-        origin.error(e.span(), "", SpecErrorKind::Syntax { message: e.message().trim().to_string() })
+        origin.error(e.span(), "", SpecErrorKind::Syntax { message: escaped(e.message().trim()) })
     })?;
     toml::from_str::<RawSpec>(text).map_err(|e| {
-        let path = e.span().map(|s| raw::path_at(&doc, s.start)).unwrap_or_default();
-        origin.error(e.span(), path, SpecErrorKind::Schema { message: e.message().trim().to_string() })
+        // Both may quote the document: an unknown key can hold anything.
+        let path = e.span().map(|s| escaped(&raw::path_at(&doc, s.start))).unwrap_or_default();
+        origin.error(e.span(), path, SpecErrorKind::Schema { message: escaped(e.message().trim()) })
     })
 }
 
@@ -95,7 +114,7 @@ fn read_chain(raw: &RawSpec, base_dir: &Path, origin: Origin<'_>) -> Result<Chai
         .as_ref()
         .ok_or_else(|| origin.error(chain.span.clone(), PATH, SpecErrorKind::Missing))?;
     let path = base_dir.join(&genesis.value);
-    match fs::read(&path) {
+    match input::read_regular(&path, MAX_GENESIS_BYTES) {
         // An empty genesis would pin the chain ID of nothing; it is always a mistake (a truncated copy).
         Ok(bytes) if bytes.is_empty() => Err(origin.error(
             genesis.span.clone(),

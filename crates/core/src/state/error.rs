@@ -62,12 +62,32 @@ pub enum StateErrorKind {
     },
     /// The lock file exists but cannot be read as a lock.
     #[error(
-        "the lock file exists but is not readable as a peerfleet lock; if no peerfleet is running, run `peerfleet force-unlock`"
+        "the lock file exists but is not readable as a peerfleet lock; check what it is and remove it by hand if it is stale"
     )]
     LockUnreadable,
     /// Our lock was removed or taken over while we held it.
     #[error("the lock was {}", match .0 { Some(h) => format!("taken over by {h}"), None => "removed (force-unlock?)".to_string() })]
     LockLost(Option<Box<LockInfo>>),
+    /// `force-unlock` found a file where the lock would be that is not a peerfleet lock.
+    #[error("{path} is not a peerfleet lock file; it was left as it is (remove it by hand if it is stale)")]
+    NotALock {
+        /// The file.
+        path: String,
+    },
+    /// The serial is `u64::MAX`: no later version can be numbered (only a hand-edited file says so).
+    #[error("the state's serial is {}, the largest there is: no later version can be saved", u64::MAX)]
+    SerialExhausted,
+    /// The state belongs to another network than the spec declares.
+    #[error(
+        "this state is network {recorded}'s, but the spec declares `{spec}`; a plan from it would \
+         treat that network's machines as this one's. Point --state at `{spec}`'s own state file"
+    )]
+    OtherNetwork {
+        /// The network the state records.
+        recorded: String,
+        /// The network the spec declares.
+        spec: String,
+    },
     /// An injected failure of the in-memory backend (tests).
     #[error("injected write failure")]
     Injected,

@@ -16,6 +16,8 @@ use super::{State, StateBackend};
 
 /// Permission bits of a state directory peerfleet creates.
 const PRIVATE_DIR: u32 = 0o700;
+/// The largest state file read: a network at the spec's limits writes well under this.
+pub const MAX_STATE_BYTES: u64 = 256 << 20;
 
 /// State kept in a local JSON file.
 ///
@@ -56,13 +58,16 @@ impl LocalStateFile {
 
     /// Reads the state; a missing file is an empty state.
     pub fn load_sync(&self) -> Result<State, StateError> {
-        let bytes = match fs::read(&self.path) {
+        let bytes = match crate::input::read_regular(&self.path, MAX_STATE_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::new()),
             Err(e) => return Err(self.io("read the state file")(e)),
         };
+        // Parsed before the permissions are touched: a path that is not a state file (a spec, a
+        // key, a symlink to either) is refused as it is, never chmod'ed.
+        let state = State::from_json(&bytes).map_err(|kind| self.error(kind))?;
         self.ensure_private()?;
-        State::from_json(&bytes).map_err(|kind| self.error(kind))
+        Ok(state)
     }
 
     /// Writes `state` atomically, creating the directory (mode 0700) if needed.
@@ -157,11 +162,24 @@ fn lock_path(state_path: &Path) -> PathBuf {
 /// Returns the holder it removed, or `None` when there was no lock.
 ///
 /// # Errors
-/// When the lock file exists but cannot be removed. An unreadable lock file is removed all the same
-/// (it is then reported as `None`).
+/// When the lock file exists but cannot be removed, or is not a peerfleet lock: only a file that
+/// reads as one (or an empty file, left by a crash right after creating it) is removed, so a
+/// mistaken `--state` never deletes someone else's `.lock` file.
 pub fn force_unlock(state_path: &Path) -> Result<Option<LockInfo>, StateError> {
     let path = lock_path(state_path);
-    let holder = read_lock(&path).ok().flatten();
+    let holder = match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Ok(meta) if meta.is_file() && meta.len() == 0 => None,
+        _ => match read_lock(&path) {
+            Ok(holder) => holder,
+            Err(_) => {
+                return Err(StateError::new(
+                    state_path.display().to_string(),
+                    StateErrorKind::NotALock { path: path.display().to_string() },
+                ));
+            }
+        },
+    };
     match fs::remove_file(&path) {
         Ok(()) => {
             tracing::warn!(lock = %path.display(), "removed the state lock{}", match &holder {
@@ -180,7 +198,8 @@ pub fn force_unlock(state_path: &Path) -> Result<Option<LockInfo>, StateError> {
 
 /// Reads a lock file: `Ok(None)` if it does not exist, `Err` with `InvalidData` if it is not a lock.
 fn read_lock(path: &Path) -> io::Result<Option<LockInfo>> {
-    match fs::read(path) {
+    // A lock record is a few hundred bytes; anything bigger (or not a file) is not one.
+    match crate::input::read_regular(path, 64 << 10) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::from),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -44,7 +44,7 @@ use crate::resource::Actual;
 
 pub use crate::provider::Secret;
 pub use error::{StateError, StateErrorKind};
-pub use local::{LocalStateFile, force_unlock};
+pub use local::{LocalStateFile, MAX_STATE_BYTES, force_unlock};
 pub use lock::{LockInfo, LockOptions, StateLock};
 pub use memory::MemoryState;
 pub use time::Timestamp;
@@ -63,6 +63,10 @@ pub struct State {
     pub lineage: Option<String>,
     /// Incremented by every save.
     pub serial: u64,
+    /// The network this state belongs to, recorded at the first use. A copied file keeps its
+    /// lineage, so the lineage alone cannot tell one network's state from another's; the name can.
+    #[serde(default)]
+    pub network: Option<String>,
     /// The chain this network serves, pinned by the first apply that created the genesis server.
     pub chain: Option<ChainPin>,
     /// What the last apply knew of each resource.
@@ -88,6 +92,7 @@ impl Default for State {
             format_version: STATE_FORMAT_VERSION,
             lineage: None,
             serial: 0,
+            network: None,
             chain: None,
             resources: BTreeMap::new(),
             generations: BTreeMap::new(),
@@ -118,7 +123,31 @@ impl State {
                 supported: STATE_FORMAT_VERSION,
             });
         }
-        serde_json::from_slice(bytes).map_err(StateErrorKind::Corrupt)
+        let state: State = serde_json::from_slice(bytes).map_err(StateErrorKind::Corrupt)?;
+        // Refused on reading, before anything is planned from it: no save could follow this one.
+        if state.serial == u64::MAX {
+            return Err(StateErrorKind::SerialExhausted);
+        }
+        Ok(state)
+    }
+
+    /// Claims this state for `network`: records the name if none is recorded yet (a state from
+    /// before names were recorded, or a new one).
+    ///
+    /// # Errors
+    /// [`StateErrorKind::OtherNetwork`] when the state records another network.
+    pub fn claim(&mut self, network: &str) -> Result<(), StateErrorKind> {
+        match &self.network {
+            Some(recorded) if recorded != network => Err(StateErrorKind::OtherNetwork {
+                recorded: crate::spec::quoted(recorded),
+                spec: network.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.network = Some(network.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// The state as pretty JSON (stable: maps are ordered), ending in a newline.
@@ -148,12 +177,18 @@ impl State {
     }
 
     /// Prepares the next version: assigns the lineage on the first save and increments the serial.
-    fn advance(&mut self) {
+    ///
+    /// # Errors
+    /// [`StateErrorKind::SerialExhausted`] when the serial is already `u64::MAX` (a hand-edited file):
+    /// wrapping to 0 would make an old plan look current.
+    fn advance(&mut self) -> Result<(), StateErrorKind> {
+        let serial = self.serial.checked_add(1).ok_or(StateErrorKind::SerialExhausted)?;
         if self.lineage.is_none() {
             self.lineage = Some(new_lineage());
         }
-        self.serial += 1;
+        self.serial = serial;
         self.format_version = STATE_FORMAT_VERSION;
+        Ok(())
     }
 }
 
@@ -236,7 +271,7 @@ pub trait StateBackend: Send + Sync {
     /// then writes. If the write fails, `state` keeps its previous lineage and serial.
     async fn save(&self, state: &mut State) -> Result<(), StateError> {
         let (lineage, serial) = (state.lineage.clone(), state.serial);
-        state.advance();
+        state.advance().map_err(|kind| StateError::new(self.location(), kind))?;
         let written = self.write(state).await;
         if written.is_err() {
             state.lineage = lineage;

@@ -54,6 +54,45 @@ fn a_newer_state_format_asks_for_an_upgrade() {
 }
 
 #[test]
+fn a_serial_with_no_successor_is_refused_on_reading() {
+    let mut json: serde_json::Value = serde_json::from_slice(&State::new().to_json()).unwrap();
+    json["serial"] = u64::MAX.into();
+    let err = State::from_json(json.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(err, StateErrorKind::SerialExhausted), "{err}");
+}
+
+#[test]
+fn a_chain_id_that_is_not_64_lowercase_hex_digits_is_refused_on_reading() {
+    for id in ["a€€€€€€€", "ABCDEF", &"A".repeat(64), &"0".repeat(63)] {
+        let mut json: serde_json::Value = serde_json::from_slice(&sample_state().to_json()).unwrap();
+        json["chain"]["id"] = id.into();
+        let err = State::from_json(json.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("not a valid peerfleet state file"), "{id}: {err}");
+    }
+}
+
+#[test]
+fn a_state_is_claimed_by_one_network_and_refuses_another() {
+    let mut state = State::new();
+    state.claim("alpha").unwrap();
+    assert_eq!(state.network.as_deref(), Some("alpha"));
+    state.claim("alpha").unwrap();
+    let err = state.claim("beta").unwrap_err();
+    assert!(matches!(err, StateErrorKind::OtherNetwork { .. }), "{err}");
+    assert!(err.to_string().contains("network \"alpha\"'s, but the spec declares `beta`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_save_never_wraps_the_serial() {
+    let store = MemoryState::new();
+    let mut state = State::new();
+    state.serial = u64::MAX;
+    let err = store.save(&mut state).await.unwrap_err();
+    assert!(matches!(err.kind(), StateErrorKind::SerialExhausted), "{err}");
+    assert_eq!(state.serial, u64::MAX);
+}
+
+#[test]
 fn chain_pin_keeps_bytes_that_hash_to_its_id() {
     let pin = ChainPin::new(b"genesis bytes");
     assert_eq!(pin.id, ChainId::of(b"genesis bytes"));
@@ -155,6 +194,22 @@ mod local_file {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         LocalStateFile::new(&path).load().await.unwrap();
         assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_file_that_is_not_state_is_refused_without_touching_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("network.toml");
+        std::fs::write(&spec, b"name = \"x\"\n").unwrap();
+        std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("s.json");
+        std::os::unix::fs::symlink(&spec, &link).unwrap();
+        for path in [&spec, &link] {
+            let err = LocalStateFile::new(path).load_sync().unwrap_err();
+            assert!(matches!(err.kind(), StateErrorKind::Corrupt(_)), "{err}");
+        }
+        assert_eq!(mode(&spec), 0o644);
     }
 
     #[test]
@@ -336,9 +391,22 @@ mod local_file {
         std::fs::write(store.lock_path(), b"garbage").unwrap();
         let err = in_time(store.lock("apply", &LockOptions::default())).await.err().unwrap();
         assert!(matches!(err.kind(), StateErrorKind::LockUnreadable), "{err}");
-        assert!(err.to_string().contains("force-unlock"));
-        assert_eq!(force_unlock(store.path()).unwrap(), None);
+        assert!(err.to_string().contains("remove it by hand"), "{err}");
+        // Not a lock peerfleet wrote: force-unlock leaves it (it may be someone else's file).
+        let refused = force_unlock(store.path()).unwrap_err();
+        assert!(matches!(refused.kind(), StateErrorKind::NotALock { .. }), "{refused}");
+        assert_eq!(std::fs::read(store.lock_path()).unwrap(), b"garbage");
+        std::fs::remove_file(store.lock_path()).unwrap();
         store.lock("apply", &LockOptions::default()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_empty_lock_file_left_by_a_crash_is_force_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateFile::new(dir.path().join("s.json"));
+        std::fs::write(store.lock_path(), b"").unwrap();
+        assert_eq!(force_unlock(store.path()).unwrap(), None);
+        assert!(!store.lock_path().exists());
     }
 }
 
