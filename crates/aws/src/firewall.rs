@@ -5,7 +5,7 @@
 //! stays EC2's default (everything; machines fetch packages and images), and inbound rules of other
 //! shapes someone added by hand (port ranges, group references) are neither reported nor revoked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroup};
 use peerfleet_core::provider::{ErrorKind, ProviderError};

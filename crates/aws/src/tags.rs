@@ -100,6 +100,7 @@ pub fn deploy_tags(map: &BTreeMap<String, String>) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peerfleet_core::ChainId;
     use peerfleet_core::ProviderKind;
     use peerfleet_core::network::Region;
 
