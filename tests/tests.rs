@@ -6,4 +6,5 @@
 mod cli;
 mod clouds;
 mod local;
+mod secrets;
 mod support;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
 
+use crate::provider::Secret;
 use crate::network::{
     Access, Chain, Cluster, HealthCheck, Image, Network, PEER_CLUSTER_TAG, ProviderKind, RestartPolicy, Role,
     Service, Strategy,
@@ -15,7 +16,7 @@ use crate::network::{
 
 use super::catalog;
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
-use super::raw::{Located, LocatedList, RawAccess, RawCluster, RawHealth, RawService, RawSpec};
+use super::raw::{Located, LocatedList, RawAccess, RawCluster, RawEnvValue, RawHealth, RawService, RawSpec};
 
 mod update;
 
@@ -414,8 +415,9 @@ impl Checker<'_> {
         }
         let env = match &s.env {
             Some(e) => self.env(&e.value, &path("env")),
-            None => Some(BTreeMap::new()),
+            None => Some((BTreeMap::new(), BTreeMap::new())),
         };
+        let (env, secrets) = env.unzip();
         let ports = match &s.ports {
             Some(p) => self.ports(p, &path("ports")),
             None => Some(Vec::new()),
@@ -437,6 +439,7 @@ impl Checker<'_> {
             strategy: strategy?,
             deploy_tags: deploy_tags?,
             env: env?,
+            secrets: secrets?,
             ports: ports?,
             restart: restart?,
             health: health?,
@@ -444,11 +447,12 @@ impl Checker<'_> {
         })
     }
 
+    /// Plain variables, and those declared secret.
     fn env(
         &mut self,
-        env: &BTreeMap<Located<String>, Located<String>>,
+        env: &BTreeMap<Located<String>, Located<RawEnvValue>>,
         at: &str,
-    ) -> Option<BTreeMap<String, String>> {
+    ) -> Option<(BTreeMap<String, String>, BTreeMap<String, Secret>)> {
         let mut ok = true;
         for key in env.keys() {
             let path = format!("{at}.{}", key.value);
@@ -460,7 +464,19 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        ok.then(|| env.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect())
+        let (mut plain, mut secret) = (BTreeMap::new(), BTreeMap::new());
+        for (k, v) in env {
+            match &v.value {
+                RawEnvValue::Text(text) => _ = plain.insert(k.value.clone(), text.clone()),
+                // Unread (reported by `secrets::resolve`, whose errors the caller adds): left out.
+                RawEnvValue::Source(source) => match super::secrets::value_of(source) {
+                    Some((value, true)) => _ = secret.insert(k.value.clone(), Secret::new(value)),
+                    Some((value, false)) => _ = plain.insert(k.value.clone(), value),
+                    None => {}
+                },
+            }
+        }
+        ok.then_some((plain, secret))
     }
 
     fn ports(&mut self, list: &LocatedList<i64>, at: &str) -> Option<Vec<u16>> {
