@@ -148,8 +148,11 @@ fn declared_secrets_never_reach_output_logs_plan_files_state_or_labels() {
         seen.push((format!("{args:?}"), out + &err));
     }
     // The container itself got the values: declaring them did not lose them on the way.
-    let env = docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", "e2e-secrets-master-1"]);
-    assert!(env.contains(&format!("API_KEY={API_KEY}")) && env.contains(&format!("DATABASE_URL={DATABASE_URL}")));
+    let env =
+        docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", "e2e-secrets-master-1"]);
+    assert!(
+        env.contains(&format!("API_KEY={API_KEY}")) && env.contains(&format!("DATABASE_URL={DATABASE_URL}"))
+    );
 
     // A rotated secret is drift: the container is replaced, the values shown as sensitive only.
     let rotated = [("PF_TEST_NODE_API_KEY", API_KEY_ROTATED), vars[1]];

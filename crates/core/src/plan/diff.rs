@@ -4,10 +4,10 @@ use std::collections::BTreeSet;
 
 use crate::network::{Capabilities, ChainId};
 use crate::plan::{Action, Reason};
-use crate::seal;
 use crate::resource::{
     Container, ContainerSpec, ContainerState, Firewall, FirewallSpec, Machine, MachineSpec,
 };
+use crate::seal;
 
 /// The action implied by a list of reasons: replace if any forces it, update if any, else no-op.
 pub fn action_of(reasons: &[Reason]) -> Action {

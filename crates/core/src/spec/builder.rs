@@ -11,7 +11,8 @@ use crate::update::{MaxUnavailable, UpdatePolicy};
 
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
 use super::raw::{
-    Located, RawAccess, RawCluster, RawCount, RawEnvSource, RawEnvValue, RawHealth, RawService, RawSpec, RawUpdate,
+    Located, RawAccess, RawCluster, RawCount, RawEnvSource, RawEnvValue, RawHealth, RawService, RawSpec,
+    RawUpdate,
 };
 use super::validate::validate;
 
@@ -221,11 +222,8 @@ impl ServiceBuilder {
     /// Sets one environment variable declared secret: sealed wherever it is recorded, never shown
     /// (`KEY = { value = "...", secret = true }`; a file reads it `from_env` or `from_file` instead).
     pub fn secret(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let source = RawEnvSource {
-            value: unplaced(value.into()),
-            secret: unplaced(true),
-            ..RawEnvSource::default()
-        };
+        let source =
+            RawEnvSource { value: unplaced(value.into()), secret: unplaced(true), ..RawEnvSource::default() };
         self.env.insert(Located::unplaced(key.into()), Located::unplaced(RawEnvValue::Source(source)));
         self
     }

@@ -26,7 +26,12 @@ const SOURCES: &str = "exactly one of from_env, from_file, value";
 
 /// Reads every `from_env` and `from_file` value of `raw` into its [`RawEnvSource::resolved`];
 /// returns what could not be read, or was declared wrongly.
-pub(crate) fn resolve(raw: &mut RawSpec, base_dir: &Path, lookup: Lookup<'_>, origin: Origin<'_>) -> Vec<SpecError> {
+pub(crate) fn resolve(
+    raw: &mut RawSpec,
+    base_dir: &Path,
+    lookup: Lookup<'_>,
+    origin: Origin<'_>,
+) -> Vec<SpecError> {
     let mut errors = Vec::new();
     for (i, service) in raw.services.iter_mut().enumerate() {
         let Some(env) = service.value.env.as_mut() else { continue };
@@ -74,12 +79,18 @@ fn read(source: &RawEnvSource, base_dir: &Path, lookup: Lookup<'_>) -> Result<Op
         let found = if given.is_empty() { "none".to_string() } else { given.join(" and ") };
         return Err(Problem { at: None, expected: SOURCES.into(), found });
     }
-    let problem = |at, expected: &str, found: &str| Problem { at: Some(at), expected: expected.into(), found: found.into() };
+    let problem = |at, expected: &str, found: &str| Problem {
+        at: Some(at),
+        expected: expected.into(),
+        found: found.into(),
+    };
     if let Some(name) = &source.from_env {
         let expected = format!("the environment variable {} to be set", name.value);
         let value = match lookup(&name.value) {
             None => return Err(problem("from_env", &expected, "it unset")),
-            Some(v) => v.into_string().map_err(|_| problem("from_env", &expected, "a value that is not UTF-8"))?,
+            Some(v) => {
+                v.into_string().map_err(|_| problem("from_env", &expected, "a value that is not UTF-8"))?
+            }
         };
         return checked(value).map(Some).map_err(|found| problem("from_env", &expected, found));
     }
@@ -87,7 +98,8 @@ fn read(source: &RawEnvSource, base_dir: &Path, lookup: Lookup<'_>) -> Result<Op
         let path = base_dir.join(&file.value);
         let expected = format!("a readable UTF-8 file at {}", path.display());
         let mut text = match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|_| problem("from_file", &expected, "bytes that are not UTF-8"))?,
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|_| problem("from_file", &expected, "bytes that are not UTF-8"))?,
             Err(e) => return Err(Problem { at: Some("from_file"), expected, found: e.to_string() }),
         };
         // Files written by editors and `echo` end in a newline that is not part of the secret.
@@ -141,7 +153,8 @@ mod tests {
         std::fs::write(dir.path().join("g.json"), b"{}").unwrap();
         std::fs::write(dir.path().join("db.url"), b"postgres://u:filepw@db/x\n").unwrap();
         let text = format!("{BASE}env = {env}\n");
-        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: BTreeMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lookup = move |name: &str| vars.get(name).map(Into::into);
         let result = super::super::parse_with(&text, Path::new("network.toml"), dir.path(), &lookup);
         (dir, result)
@@ -154,7 +167,8 @@ mod tests {
                    CREDENTIALS = { value = \"lit\" }, PLAIN = \"x\" }";
         let (_dir, net) = load(env, &[("NODE_API_KEY", "envpw"), ("LVL", "debug")]);
         let master = net.unwrap().services.into_iter().find(|s| s.name == "master").unwrap();
-        let secrets: BTreeMap<&str, &str> = master.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        let secrets: BTreeMap<&str, &str> =
+            master.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
         assert_eq!(
             secrets,
             BTreeMap::from([
@@ -163,7 +177,10 @@ mod tests {
                 ("DATABASE_URL", "postgres://u:filepw@db/x")
             ])
         );
-        assert_eq!(master.env, BTreeMap::from([("LOG".into(), "debug".into()), ("PLAIN".into(), "x".into())]));
+        assert_eq!(
+            master.env,
+            BTreeMap::from([("LOG".into(), "debug".into()), ("PLAIN".into(), "x".into())])
+        );
         assert!(!format!("{master:?}").contains("envpw"), "a secret's Debug is redacted");
     }
 
@@ -176,7 +193,10 @@ mod tests {
         assert_eq!(e.line(), Some(15));
         let text = e.to_string();
         assert!(text.starts_with("network.toml:15:"), "{text}");
-        assert!(text.contains("expected the environment variable NODE_API_KEY to be set, found it unset"), "{text}");
+        assert!(
+            text.contains("expected the environment variable NODE_API_KEY to be set, found it unset"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
 
-use crate::provider::Secret;
 use crate::network::{
     Access, Chain, Cluster, HealthCheck, Image, Network, PEER_CLUSTER_TAG, ProviderKind, RestartPolicy, Role,
     Service, Strategy,
 };
+use crate::provider::Secret;
 
 use super::catalog;
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
