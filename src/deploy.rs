@@ -12,6 +12,7 @@ use peerfleet_core::network::{ChainId, Network};
 use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Planned};
 use peerfleet_core::refresh::{self, RefreshError};
 use peerfleet_core::resource::{Actual, Desired};
+use peerfleet_core::seal::{self, SealKey};
 use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError};
 
 use crate::connect::{self, ConnectError, ConnectOptions, Connected};
@@ -246,11 +247,21 @@ impl Deployment {
         {
             self.store.save(&mut state).await?;
         }
+        // Seals need the network's key before the plan apply executes is made.
+        if !request.plan.destroy && ensure_seal_key(&mut state) {
+            self.store.save(&mut state).await?;
+        }
         let connected = self.connect(&state, request.plan.only).await?;
         let prepared = self.plan_with(state, Some(&connected), &request.plan).await?;
         if let Some(saved) = &request.saved {
             let with_digest = saved.base.actual_digest.is_some();
-            let (a, b) = (comparable(saved, with_digest), comparable(&prepared.planned.plan, with_digest));
+            // A plan made before the network had a seal key holds unkeyed seals: compare like with like.
+            let fresh = if holds_unkeyed_seals(saved) {
+                forget_seal_key(&prepared.planned.plan)
+            } else {
+                prepared.planned.plan.clone()
+            };
+            let (a, b) = (comparable(saved, with_digest), comparable(&fresh, with_digest));
             if a != b {
                 return Err(DeployError::Stale("what exists changed since the plan was made".into()));
             }
@@ -304,7 +315,36 @@ pub fn memory_of(state: &State) -> Memory {
         serial: state.serial,
         pinned: state.chain.as_ref().and_then(|pin| pin.genesis().map(|bytes| (pin.id.clone(), bytes))),
         generations,
+        seal_key: state.secrets.get(seal::STATE_SECRET).and_then(SealKey::from_secret),
     }
+}
+
+/// Makes the network's seal key when state has none (or one that does not read); true if it did.
+fn ensure_seal_key(state: &mut State) -> bool {
+    if state.secrets.get(seal::STATE_SECRET).and_then(SealKey::from_secret).is_some() {
+        return false;
+    }
+    state.secrets.insert(seal::STATE_SECRET.to_string(), SealKey::generate().to_secret());
+    true
+}
+
+/// Whether a (saved) plan was sealed without a key: made before the network's first apply.
+fn holds_unkeyed_seals(plan: &Plan) -> bool {
+    plan.changes.iter().any(|c| match &c.after {
+        Some(Desired::Container(s)) => s.sealed().env.values().any(|v| v == seal::UNKEYED),
+        _ => false,
+    })
+}
+
+/// `plan` as it would have been sealed without a key.
+fn forget_seal_key(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    for change in &mut plan.changes {
+        if let Some(Desired::Container(s)) = &mut change.after {
+            s.seals.values_mut().for_each(|v| *v = seal::UNKEYED.to_string());
+        }
+    }
+    plan
 }
 
 /// The genesis bytes of `chain`: the pinned ones, or the spec's when they hash to it.
@@ -327,25 +367,24 @@ fn reference_tag_in_use(actual: &ActualState) -> Option<String> {
     })
 }
 
-/// A plan with sensitive values sealed: what a plan file holds.
+/// A plan with sensitive values sealed: what a plan file holds (see `peerfleet_core::seal`).
 pub fn sealed(plan: &Plan) -> Plan {
-    use peerfleet_core::plan::diff::seal_env;
     let mut plan = plan.clone();
     for change in &mut plan.changes {
         if let Some(Desired::Container(s)) = &mut change.after {
-            seal_env(&mut s.env);
+            *s = s.sealed();
         }
         if let Some(Actual::Container(c)) = &mut change.before
             && let Some(s) = &mut c.spec
         {
-            seal_env(&mut s.env);
+            *s = s.sealed();
         }
     }
     for prior in &mut plan.prior {
         if let Actual::Container(c) = prior
             && let Some(s) = &mut c.spec
         {
-            seal_env(&mut s.env);
+            *s = s.sealed();
         }
     }
     plan

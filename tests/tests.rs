@@ -7,4 +7,5 @@ mod cli;
 mod clouds;
 mod hostile;
 mod local;
+mod secrets;
 mod support;

@@ -26,6 +26,8 @@ pub struct DesiredOptions {
     pub chain_id: ChainId,
     /// The genesis bytes the genesis server serves.
     pub genesis: Vec<u8>,
+    /// The network's seal key, from state; `None` before the first apply (see [`crate::seal`]).
+    pub seal_key: Option<crate::seal::SealKey>,
 }
 
 /// The desired resources of a network, by address, with the placement that produced the containers.
@@ -257,6 +259,8 @@ pub fn desired(
         };
         let mut env = role_env(service.role, opts, &genesis_name, &master_name);
         env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(service.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_string())));
+        let seals = seals(&env, &service.secrets, opts.seal_key.as_ref());
         for slot in 0..service.containers {
             let address = Address::container(service.name.clone(), slot);
             let Some(node) = set.placement.get(&address) else { continue };
@@ -280,11 +284,25 @@ pub fn desired(
                 health: health.clone(),
                 needs: needs.clone(),
                 chain_id: (service.role == Role::Genesis).then(|| opts.chain_id.clone()),
+                seals: seals.clone(),
             };
             set.resources.insert(address, Desired::Container(spec));
         }
     }
     Ok(set)
+}
+
+/// The seals of a container's sensitive values: those declared secret, and (the second line) those
+/// whose name looks secret.
+fn seals(
+    env: &BTreeMap<String, String>,
+    declared: &BTreeMap<String, crate::provider::Secret>,
+    key: Option<&crate::seal::SealKey>,
+) -> BTreeMap<String, String> {
+    env.iter()
+        .filter(|(k, _)| declared.contains_key(*k) || crate::seal::is_secret_name(k))
+        .map(|(k, v)| (k.clone(), crate::seal::seal(key, v)))
+        .collect()
 }
 
 fn container_role(address: &Address, role_of: &impl Fn(&str) -> Option<Role>) -> Option<Role> {

@@ -392,6 +392,10 @@ pub struct Service {
     pub deploy_tags: BTreeSet<String>,
     /// Extra environment, on top of what the role gets.
     pub env: BTreeMap<String, String>,
+    /// Environment declared secret (read from the operator's environment or a file when the spec is
+    /// loaded): sealed wherever it is recorded (see [`crate::seal`]), never printed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::provider::Secret>,
     /// Ports published on the node (same number on host and container).
     pub ports: Vec<u16>,
     /// When the engine restarts the container.

@@ -142,6 +142,7 @@ mod tests {
             strategy,
             deploy_tags: tags.iter().map(|t| t.to_string()).collect(),
             env: Default::default(),
+            secrets: Default::default(),
             ports: vec![],
             restart: RestartPolicy::Always,
             health: None,

@@ -192,7 +192,9 @@ pub struct StableIp {
 }
 
 /// A desired container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows the [`ContainerSpec::sealed`] form: a sensitive value never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// `container.SERVICE[SLOT]`.
     pub address: Address,
@@ -223,6 +225,30 @@ pub struct ContainerSpec {
     pub needs: Vec<String>,
     /// The pinned chain ID, on the genesis container.
     pub chain_id: Option<ChainId>,
+    /// The seal of every sensitive value in `env` (declared secret, or a name that looks secret), by
+    /// variable (see [`crate::seal`]). Empty in the sealed form, whose `env` holds the seals instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seals: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// The form everything but the container itself keeps (its Docker label, plan files, state): each
+    /// sensitive value replaced by its seal. Sealing a sealed spec changes nothing.
+    pub fn sealed(&self) -> ContainerSpec {
+        let mut sealed = self.clone();
+        for (key, seal) in std::mem::take(&mut sealed.seals) {
+            sealed.env.insert(key, seal);
+        }
+        sealed
+    }
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Through JSON so that a field added later is shown (and sealed) without touching this.
+        let json = serde_json::to_string(&self.sealed()).map_err(|_| std::fmt::Error)?;
+        write!(f, "ContainerSpec {json}")
+    }
 }
 
 /// A container's run state.

@@ -210,6 +210,7 @@ mod tests {
             },
             needs: vec!["master".into()],
             chain_id: None,
+            seals: Default::default(),
         }
     }
 

@@ -4,7 +4,6 @@
 //! call), which is exactly the ownership guarantee the core asks for: an object either carries
 //! peerfleet's labels from its first moment or is not peerfleet's.
 
-pub use peerfleet_core::plan::diff::{is_secret_key, seal, seal_env};
 use peerfleet_core::resource::ContainerSpec;
 
 /// The peer network an object belongs to (containers and networks).
@@ -13,7 +12,7 @@ pub const NETWORK: &str = "peerfleet.network";
 pub const ADDRESS: &str = "peerfleet.address";
 /// The pinned chain ID, on the genesis container and the node that hosts it.
 pub const CHAIN_ID: &str = "peerfleet.chain_id";
-/// The container spec as JSON, secrets hashed (see [`stored_spec`]).
+/// The container spec as JSON, secrets sealed (see [`stored_spec`]).
 pub const SPEC: &str = "peerfleet.spec";
 /// A local node's region slug.
 pub const REGION: &str = "peerfleet.region";
@@ -32,14 +31,12 @@ pub const INTERNET: &str = "peerfleet.internet";
 /// Marks images peerfleet built (the reference node image).
 pub const IMAGE: &str = "peerfleet.image";
 
-/// The spec as it is stored in the [`SPEC`] label: every sensitive env value (by its name, see
-/// [`is_secret_key`]) sealed as `sha256:<hex>` ([`seal`]), the form the core's planner compares in.
-/// The container itself gets the values in clear; only the label, which refresh reads into plans, is
-/// sealed.
+/// The spec as it is stored in the [`SPEC`] label: every sensitive env value replaced by its seal
+/// ([`ContainerSpec::sealed`], see `peerfleet_core::seal`), the form the core's planner compares in.
+/// The container itself gets the values in clear; only the label, which refresh reads into plans and
+/// state, is sealed.
 pub fn stored_spec(spec: &ContainerSpec) -> ContainerSpec {
-    let mut stored = spec.clone();
-    seal_env(&mut stored.env);
-    stored
+    spec.sealed()
 }
 
 /// The [`SPEC`] label value.

@@ -111,6 +111,7 @@ impl TestNet {
             health: HealthCheck { command, interval_ms: 200, timeout_ms: 2000, retries: 2 },
             needs: Vec::new(),
             chain_id: None,
+            seals: BTreeMap::new(),
         }
     }
 

@@ -43,6 +43,7 @@ fn memory(state: &crate::state::State) -> Memory {
         serial: state.serial,
         pinned: state.chain.as_ref().and_then(|p| p.genesis().map(|g| (p.id.clone(), g))),
         generations: state.generations.clone(),
+        seal_key: None,
     }
 }
 

@@ -93,6 +93,7 @@ fn container(service: &str, slot: u32, role: Role, node: Address) -> Desired {
         },
         needs,
         chain_id: (role == Role::Genesis).then(|| ChainId::of(GENESIS)),
+        seals: BTreeMap::new(),
     })
 }
 

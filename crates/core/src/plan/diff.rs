@@ -7,31 +7,7 @@ use crate::plan::{Action, Reason};
 use crate::resource::{
     Container, ContainerSpec, ContainerState, Firewall, FirewallRule, FirewallSpec, Machine, MachineSpec,
 };
-
-/// Environment keys whose values are never shown (same rule the Docker labels use to hash them).
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_uppercase();
-    ["TOKEN", "SECRET", "PASSWORD", "PRIVATE", "KEY"].iter().any(|w| k.contains(w))
-}
-
-/// The form a value of `key` is stored and compared in: sensitive values as `sha256:<hex>` (as the
-/// engines' labels keep them), everything else as is. Idempotent.
-pub fn seal(key: &str, value: &str) -> String {
-    if is_secret_key(key) && !value.starts_with("sha256:") {
-        use sha2::{Digest, Sha256};
-        format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
-    } else {
-        value.to_string()
-    }
-}
-
-/// Seals every sensitive value of an environment in place (see [`seal`]): the form labels and plan
-/// files keep.
-pub fn seal_env(env: &mut std::collections::BTreeMap<String, String>) {
-    for (k, v) in env.iter_mut() {
-        *v = seal(k, v);
-    }
-}
+use crate::seal;
 
 /// The action implied by a list of reasons: replace if any forces it, update if any, else no-op.
 pub fn action_of(reasons: &[Reason]) -> Action {
@@ -99,13 +75,19 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
     };
     differ(&mut r, "node", &have.node, &spec.node, true);
     differ(&mut r, "image", &have.image, &spec.image, true);
-    let keys: BTreeSet<&String> =
-        if have.env == spec.env { BTreeSet::new() } else { have.env.keys().chain(spec.env.keys()).collect() };
+    // `have` was read back from a label, so its sensitive values are seals (see `crate::seal`).
+    let keys: BTreeSet<&String> = have.env.keys().chain(spec.env.keys()).collect();
     for key in keys {
         let (before, after) = (have.env.get(key), spec.env.get(key));
-        if before.map(|v| seal(key, v)) != after.map(|v| seal(key, v)) {
+        let sealed = spec.seals.get(key);
+        let same = match (before, after, sealed) {
+            (Some(b), Some(a), Some(s)) => seal::stored_matches(b, s, a),
+            (b, a, _) => b == a,
+        };
+        if !same {
+            let sensitive = sealed.is_some() || before.is_some_and(|b| seal::is_seal(b));
             let show = |v: Option<&String>| {
-                v.map(|v| if is_secret_key(key) { "(sensitive)".to_string() } else { abbreviate(v) })
+                v.map(|v| if sensitive { "(sensitive)".to_string() } else { abbreviate(v) })
             };
             r.push(Reason::field(format!("env.{key}"), show(before), show(after), true));
         }

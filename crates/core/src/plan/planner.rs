@@ -31,6 +31,8 @@ pub struct Memory {
     pub pinned: Option<(ChainId, Vec<u8>)>,
     /// Last generation used per machine address.
     pub generations: BTreeMap<Address, u32>,
+    /// The network's seal key (see [`crate::seal`]); `None` before the first apply.
+    pub seal_key: Option<crate::seal::SealKey>,
 }
 
 /// Options of one plan.
@@ -162,6 +164,7 @@ pub fn plan(
             .unwrap_or_else(|| desired::REFERENCE_IMAGE_UNBUILT.into()),
         chain_id: chain_id.clone(),
         genesis,
+        seal_key: memory.seal_key.clone(),
     };
     let set = if opts.destroy {
         desired::DesiredSet::default()

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::actual::ActualState;
 use crate::address::Address;
 use crate::network::{Network, Role};
-use crate::plan::diff::is_secret_key;
 use crate::plan::{Action, Change};
 use crate::resource::{Actual, ContainerSpec, ContainerState, Desired};
 use crate::update::{FailureAction, MaxUnavailable, UpdateOrder, UpdatePolicy};
@@ -127,7 +126,7 @@ fn start_first_blocked(change: &Change, actual: &ActualState) -> Option<String> 
 fn rollback_blocked(change: &Change) -> Option<&'static str> {
     match before_spec(change) {
         None => Some("its previous spec is unreadable"),
-        Some(s) if s.env.iter().any(|(k, v)| is_secret_key(k) && v.starts_with("sha256:")) => {
+        Some(s) if s.env.values().any(|v| crate::seal::is_seal(v)) => {
             Some("its previous spec holds sensitive values only as hashes")
         }
         Some(_) => None,

@@ -30,6 +30,7 @@ fn service(name: &str, role: Role, containers: u32) -> Service {
         strategy: Strategy::EmptiestNode,
         deploy_tags: BTreeSet::from([PEER_CLUSTER_TAG.to_string()]),
         env: Default::default(),
+        secrets: Default::default(),
         ports: vec![],
         restart: RestartPolicy::Always,
         health: None,
@@ -92,7 +93,8 @@ fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
             Desired::Container(s) => Actual::Container(Container {
                 id,
                 address: s.address.clone(),
-                spec: Some(s.clone()),
+                // Engines keep the sealed form (the label), as the Docker engine does.
+                spec: Some(s.sealed()),
                 state: ContainerState::Running,
                 health: Health::Healthy,
                 chain_id: s.chain_id.clone(),
@@ -132,7 +134,13 @@ fn memory_after(plan: &Plan) -> Memory {
         pinned: genesis
             .map(|g| (plan.chain_id.clone(), base64::engine::general_purpose::STANDARD.decode(g).unwrap())),
         generations: Default::default(),
+        seal_key: Some(test_seal_key()),
     }
+}
+
+/// One network's seal key, the same in every test of this file.
+fn test_seal_key() -> crate::seal::SealKey {
+    crate::seal::SealKey::from_secret(&crate::provider::Secret::new("ab".repeat(32))).unwrap()
 }
 
 fn opts() -> PlanOptions {
@@ -371,17 +379,15 @@ fn firewall_opens_docker_tls_only_to_admin_cidrs() {
 fn sensitive_env_compares_sealed_and_is_never_shown() {
     let mut net = network(1);
     net.services[2].env.insert("API_TOKEN".into(), "hunter2".into());
-    let first = plan(&net, &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
-    let mut actual = realize(&first);
+    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
+    let actual = realize(&first);
     // Engines keep sensitive values sealed: the converged network must still plan no changes.
-    for o in actual.objects.values_mut() {
-        if let Actual::Container(c) = o
-            && let Some(spec) = &mut c.spec
-            && let Some(v) = spec.env.get_mut("API_TOKEN")
-        {
-            *v = diff::seal("API_TOKEN", v);
-        }
-    }
+    let stored = actual.objects.values().find_map(|o| match o {
+        Actual::Container(c) => c.spec.as_ref().and_then(|s| s.env.get("API_TOKEN")).cloned(),
+        _ => None,
+    });
+    assert!(stored.is_some_and(|v| v.starts_with("hmac-sha256:")), "the heuristic still seals");
     assert!(!plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan.has_changes());
     net.services[2].env.insert("API_TOKEN".into(), "hunter3".into());
     let p = plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan;
@@ -411,6 +417,43 @@ fn a_generation_with_no_successor_is_refused_instead_of_reusing_an_idempotency_k
         Some(Desired::Machine(m)) => assert_eq!(m.generation, u32::MAX),
         other => panic!("{other:?}"),
     }
+fn changed_declared_secret_replaces_its_container_without_showing_it() {
+    use crate::provider::Secret;
+    let mut net = network(1);
+    // A name the heuristic misses: only the declaration makes it sensitive.
+    net.services[2].secrets.insert("DATABASE_URL".into(), Secret::new("postgres://u:pw1@db/x"));
+    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
+    let relay = Address::container("relay", 0);
+    let Some(Desired::Container(spec)) = &first.change(&relay).unwrap().after else { panic!("a container") };
+    assert_eq!(spec.env["DATABASE_URL"], "postgres://u:pw1@db/x", "the container gets it in clear");
+    assert_eq!(spec.sealed().env["DATABASE_URL"], test_seal_key().seal("postgres://u:pw1@db/x"));
+    assert!(!format!("{spec:?}").contains("pw1"), "Debug shows the sealed form");
+    let actual = realize(&first);
+    assert!(!plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan.has_changes());
+
+    net.services[2].secrets.insert("DATABASE_URL".into(), Secret::new("postgres://u:pw2@db/x"));
+    let p = plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan;
+    let change = p.change(&relay).unwrap();
+    assert_eq!(change.action, Action::Replace, "a changed secret is drift");
+    let r = change.reasons.iter().find(|r| r.field == "env.DATABASE_URL").unwrap();
+    assert_eq!((r.before.as_deref(), r.after.as_deref()), (Some("(sensitive)"), Some("(sensitive)")));
+    let text = crate::render::text(&p, crate::render::Style { color: false });
+    assert!(!text.contains("pw1") && !text.contains("pw2"), "{text}");
+}
+
+#[test]
+fn another_networks_key_cannot_confirm_a_secret() {
+    use crate::provider::Secret;
+    let mut net = network(1);
+    net.services[2].secrets.insert("CREDENTIALS".into(), Secret::new("s3cret"));
+    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
+    let actual = realize(&first);
+    // Same value, another key (state lost and remade): the stored seal cannot be matched.
+    let other = Memory { seal_key: Some(crate::seal::SealKey::generate()), ..memory_after(&first) };
+    let p = plan(&net, &actual, &other, &opts()).unwrap().plan;
+    assert_eq!(p.change(&Address::container("relay", 0)).unwrap().action, Action::Replace);
 }
 
 mod rollouts;

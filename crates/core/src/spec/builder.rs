@@ -10,7 +10,10 @@ use crate::network::{Chain, HealthCheck, Image, Network, ProviderKind, RestartPo
 use crate::update::{MaxUnavailable, UpdatePolicy};
 
 use super::error::{Origin, SpecError, SpecErrorKind, SpecErrors};
-use super::raw::{Located, RawAccess, RawCluster, RawCount, RawHealth, RawService, RawSpec, RawUpdate};
+use super::raw::{
+    Located, RawAccess, RawCluster, RawCount, RawEnvSource, RawEnvValue, RawHealth, RawService, RawSpec,
+    RawUpdate,
+};
 use super::validate::validate;
 
 fn unplaced<T>(value: T) -> Option<Located<T>> {
@@ -167,7 +170,7 @@ impl ClusterBuilder {
 #[derive(Debug, Clone)]
 pub struct ServiceBuilder {
     raw: RawService,
-    env: BTreeMap<Located<String>, Located<String>>,
+    env: BTreeMap<Located<String>, Located<RawEnvValue>>,
 }
 
 impl ServiceBuilder {
@@ -212,7 +215,16 @@ impl ServiceBuilder {
 
     /// Sets one extra environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.insert(Located::unplaced(key.into()), Located::unplaced(value.into()));
+        self.env.insert(Located::unplaced(key.into()), Located::unplaced(RawEnvValue::Text(value.into())));
+        self
+    }
+
+    /// Sets one environment variable declared secret: sealed wherever it is recorded, never shown
+    /// (`KEY = { value = "...", secret = true }`; a file reads it `from_env` or `from_file` instead).
+    pub fn secret(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let source =
+            RawEnvSource { value: unplaced(value.into()), secret: unplaced(true), ..RawEnvSource::default() };
+        self.env.insert(Located::unplaced(key.into()), Located::unplaced(RawEnvValue::Source(source)));
         self
     }
 

@@ -46,6 +46,7 @@ mod error;
 #[cfg(test)]
 mod hostile_tests;
 mod raw;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -79,11 +80,31 @@ pub fn load(path: &Path) -> Result<Network, SpecErrors> {
 /// # Errors
 /// As [`load`], except reading the spec itself.
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Network, SpecErrors> {
+    parse_with(text, file, base_dir, &|name| std::env::var_os(name))
+}
+
+/// [`parse`], reading `from_env` values through `lookup` instead of the process environment.
+pub(crate) fn parse_with(
+    text: &str,
+    file: &Path,
+    base_dir: &Path,
+    lookup: secrets::Lookup<'_>,
+) -> Result<Network, SpecErrors> {
     let lines = LineIndex::new(text);
     let origin = Origin { file: Some(file), lines: Some(&lines) };
-    let raw = read_raw(text, origin)?;
+    let mut raw = read_raw(text, origin)?;
     let chain = read_chain(&raw, base_dir, origin);
-    validate::validate(&raw, chain, origin)
+    let unread = secrets::resolve(&mut raw, base_dir, lookup, origin);
+    // A value that could not be read is left out of validation, which then cannot see the spec is
+    // unusable: its errors are added here, with the others, in document order.
+    match validate::validate(&raw, chain, origin) {
+        Ok(network) => SpecErrors::from_vec(unread).map_or(Ok(network), Err),
+        Err(errors) => {
+            let mut all = errors.into_vec();
+            all.extend(unread);
+            Err(SpecErrors::from_vec(all).expect("a failed validation has at least one error"))
+        }
+    }
 }
 
 /// The directory relative paths in the spec at `path` are resolved against.

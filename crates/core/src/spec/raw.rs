@@ -111,11 +111,57 @@ pub(crate) struct RawService {
     pub containers: Option<Located<i64>>,
     pub strategy: Option<Located<String>>,
     pub deploy_tags: Option<LocatedList<String>>,
-    pub env: Option<Located<BTreeMap<Located<String>, Located<String>>>>,
+    pub env: Option<Located<BTreeMap<Located<String>, Located<RawEnvValue>>>>,
     pub ports: Option<LocatedList<i64>>,
     pub restart: Option<Located<String>>,
     pub health: Option<Located<RawHealth>>,
     pub update: Option<Located<RawUpdate>>,
+}
+
+/// One value of a service's `env`: a string, or a table saying where the value comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum RawEnvValue {
+    /// `KEY = "value"`.
+    Text(String),
+    /// `KEY = { from_env = "...", secret = true }` and the like (see `super::secrets`).
+    Source(RawEnvSource),
+}
+
+/// The table form of an env value: exactly one of `from_env`, `from_file`, `value`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEnvSource {
+    /// Read from this variable of peerfleet's own environment.
+    pub from_env: Option<Located<String>>,
+    /// Read from this file (relative to the spec's directory).
+    pub from_file: Option<Located<String>>,
+    /// Given here (how the builder passes secrets, and how a literal is marked sensitive).
+    pub value: Option<Located<String>>,
+    /// Whether the value is sealed wherever it is recorded; true unless `secret = false`.
+    pub secret: Option<Located<bool>>,
+    /// What `from_env` or `from_file` held, once read (never part of the TOML).
+    #[serde(skip)]
+    pub resolved: Option<crate::provider::Secret>,
+}
+
+impl<'de> Deserialize<'de> for RawEnvValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawEnvValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, or a table with one of from_env, from_file, value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEnvValue, E> {
+                Ok(RawEnvValue::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawEnvValue, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                RawEnvSource::deserialize(d).map(RawEnvValue::Source)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `[services.health]`.

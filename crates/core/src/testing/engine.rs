@@ -71,7 +71,8 @@ impl ContainerEngine for TestEngine {
             let mut container = Container {
                 id: id.clone(),
                 address: spec.address.clone(),
-                spec: Some(spec.clone()),
+                // What a Docker label keeps: sensitive values sealed.
+                spec: Some(spec.sealed()),
                 state: ContainerState::Running,
                 health: Health::Starting,
                 chain_id: spec.chain_id.clone(),

@@ -93,7 +93,7 @@ fn rollback_falls_back_to_pause_when_the_previous_spec_holds_sealed_secrets() {
             && let Some(s) = c.spec.as_mut()
             && s.role == Role::Relay
         {
-            s.env.insert("API_TOKEN".into(), diff::seal("API_TOKEN", "t"));
+            s.env.insert("API_TOKEN".into(), crate::seal::SealKey::generate().seal("t"));
         }
     }
     let rollback = UpdatePolicy { failure_action: FailureAction::Rollback, ..Default::default() };

@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use crate::network::{Cluster, HealthCheck, Image, RestartPolicy, Role, Service, Strategy};
+use crate::provider::Secret;
 
 use super::super::error::{SpecErrorKind, quoted};
-use super::super::raw::{Located, LocatedList, RawHealth, RawService, RawSpec};
+use super::super::raw::{Located, LocatedList, RawEnvValue, RawHealth, RawService, RawSpec};
 use super::rules::is_env_key;
 use super::{
     Checker, ENV_RULE, HEALTH_DEFAULT_INTERVAL_MS, HEALTH_DEFAULT_RETRIES, HEALTH_DEFAULT_TIMEOUT_MS,
@@ -100,8 +101,9 @@ impl Checker<'_> {
         }
         let env = match &s.env {
             Some(e) => self.env(&e.value, &path("env")),
-            None => Some(BTreeMap::new()),
+            None => Some((BTreeMap::new(), BTreeMap::new())),
         };
+        let (env, secrets) = env.unzip();
         let ports = match &s.ports {
             Some(p) => self.ports(p, &path("ports")),
             None => Some(Vec::new()),
@@ -123,6 +125,7 @@ impl Checker<'_> {
             strategy: strategy?,
             deploy_tags: deploy_tags?,
             env: env?,
+            secrets: secrets?,
             ports: ports?,
             restart: restart?,
             health: health?,
@@ -130,11 +133,12 @@ impl Checker<'_> {
         })
     }
 
+    /// Plain variables, and those declared secret.
     fn env(
         &mut self,
-        env: &BTreeMap<Located<String>, Located<String>>,
+        env: &BTreeMap<Located<String>, Located<RawEnvValue>>,
         at: &str,
-    ) -> Option<BTreeMap<String, String>> {
+    ) -> Option<(BTreeMap<String, String>, BTreeMap<String, Secret>)> {
         let mut ok = true;
         for key in env.keys() {
             // A key that could be mistaken for path syntax (or hold control characters) is quoted.
@@ -149,7 +153,19 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        ok.then(|| env.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect())
+        let (mut plain, mut secret) = (BTreeMap::new(), BTreeMap::new());
+        for (k, v) in env {
+            match &v.value {
+                RawEnvValue::Text(text) => _ = plain.insert(k.value.clone(), text.clone()),
+                // Unread (reported by `secrets::resolve`, whose errors the caller adds): left out.
+                RawEnvValue::Source(source) => match super::super::secrets::value_of(source) {
+                    Some((value, true)) => _ = secret.insert(k.value.clone(), Secret::new(value)),
+                    Some((value, false)) => _ = plain.insert(k.value.clone(), value),
+                    None => {}
+                },
+            }
+        }
+        ok.then_some((plain, secret))
     }
 
     fn ports(&mut self, list: &LocatedList<i64>, at: &str) -> Option<Vec<u16>> {
