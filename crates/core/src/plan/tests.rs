@@ -417,6 +417,9 @@ fn a_generation_with_no_successor_is_refused_instead_of_reusing_an_idempotency_k
         Some(Desired::Machine(m)) => assert_eq!(m.generation, u32::MAX),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
 fn changed_declared_secret_replaces_its_container_without_showing_it() {
     use crate::provider::Secret;
     let mut net = network(1);

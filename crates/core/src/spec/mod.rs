@@ -98,11 +98,12 @@ pub(crate) fn parse_with(
     // A value that could not be read is left out of validation, which then cannot see the spec is
     // unusable: its errors are added here, with the others, in document order.
     match validate::validate(&raw, chain, origin) {
-        Ok(network) => SpecErrors::from_vec(unread).map_or(Ok(network), Err),
+        Ok(network) => SpecErrors::with_omitted(unread, 0).map_or(Ok(network), Err),
         Err(errors) => {
+            let omitted = errors.omitted();
             let mut all = errors.into_vec();
             all.extend(unread);
-            Err(SpecErrors::from_vec(all).expect("a failed validation has at least one error"))
+            Err(SpecErrors::with_omitted(all, omitted).expect("a failed validation has at least one error"))
         }
     }
 }
