@@ -13,8 +13,7 @@ use peerfleet_core::resource::{Firewall, FirewallRule, FirewallSpec, Protocol};
 use peerfleet_core::{Address, ProviderKind};
 
 use crate::error::{PROVIDER, classify};
-use crate::machines::tag_filter;
-use crate::provider::{AwsProvider, Ec2, invalid};
+use crate::client::{AwsProvider, Ec2, invalid};
 use crate::tags;
 use crate::wait::Backoff;
 
@@ -115,7 +114,7 @@ pub(crate) async fn list(ec2: &Ec2, network: &str) -> Result<Vec<Firewall>, Prov
     let mut pages = ec2
         .client
         .describe_security_groups()
-        .filters(tag_filter(tags::NETWORK, network))
+        .filters(tags::tag_filter(tags::NETWORK, network))
         .into_paginator()
         .send();
     let mut out = Vec::new();

@@ -27,6 +27,7 @@
 //! how tests point it at moto), or an explicit override. [`AwsSettings::with_network_profiles`] maps
 //! each cluster's `profile` onto its region, so refresh and create use the same account.
 
+mod client;
 mod error;
 mod firewall;
 mod image;
@@ -39,7 +40,7 @@ mod wait;
 
 pub use firewall::group_name;
 pub use machines::CLIENT_TOKEN_MAX;
-pub use provider::AwsProvider;
+pub use client::AwsProvider;
 pub use settings::{AwsSettings, ImageLookup, Partition, RetryPolicy, Waits};
 pub use stable_ip::{parse_stable_ip_id, stable_ip_id};
 #[cfg(feature = "testing")]

@@ -11,7 +11,7 @@ use peerfleet_core::provider::{CreateContext, ErrorKind, ProviderError};
 use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
 
 use crate::error::classify;
-use crate::provider::{AwsProvider, Ec2, invalid};
+use crate::client::{AwsProvider, Ec2, invalid};
 use crate::tags::{self, MachineTags};
 use crate::wait::Backoff;
 
@@ -20,11 +20,6 @@ pub const CLIENT_TOKEN_MAX: usize = 64;
 
 /// Every state but `terminated`: a shutting-down instance is still reported, so a plan sees it going.
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
-
-/// `tag:<key>` = `value`.
-pub(crate) fn tag_filter(key: &str, value: &str) -> Filter {
-    Filter::builder().name(format!("tag:{key}")).values(value).build()
-}
 
 fn live_filter() -> Filter {
     Filter::builder()
@@ -65,7 +60,7 @@ fn machine_with(instance: &Instance, region: &str, read: MachineTags) -> Option<
 
 /// The network's live machines in one region: one paginated `DescribeInstances`.
 pub(crate) async fn list(ec2: &Ec2, network: &str) -> Result<Vec<Machine>, ProviderError> {
-    describe(ec2, vec![tag_filter(tags::NETWORK, network), live_filter()]).await
+    describe(ec2, vec![tags::tag_filter(tags::NETWORK, network), live_filter()]).await
 }
 
 async fn describe(ec2: &Ec2, filters: Vec<Filter>) -> Result<Vec<Machine>, ProviderError> {

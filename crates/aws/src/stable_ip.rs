@@ -10,8 +10,7 @@ use peerfleet_core::provider::{ErrorKind, ProviderError};
 use peerfleet_core::resource::{Machine, StableIp, StableIpSpec};
 
 use crate::error::{PROVIDER, classify};
-use crate::machines::tag_filter;
-use crate::provider::{AwsProvider, Ec2, invalid};
+use crate::client::{AwsProvider, Ec2, invalid};
 use crate::tags;
 
 /// The stable IP ID of an allocation in a region.
@@ -45,7 +44,7 @@ pub(crate) async fn list(ec2: &Ec2, network: &str) -> Result<Vec<StableIp>, Prov
     let out = ec2
         .client
         .describe_addresses()
-        .filters(tag_filter(tags::NETWORK, network))
+        .filters(tags::tag_filter(tags::NETWORK, network))
         .send()
         .await
         .map_err(|e| classify("DescribeAddresses", &ec2.target, e))?;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use peerfleet_core::network::PEER_CLUSTER_TAG;
 use peerfleet_core::resource::MachineSpec;
 use peerfleet_core::{Address, ChainId};
@@ -43,6 +43,11 @@ pub fn to_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
         .collect()
+}
+
+/// The describe filter `tag:<key>` = `value`.
+pub(crate) fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder().name(format!("tag:{key}")).values(value).build()
 }
 
 /// One `TagSpecification` per resource type, all with the same tags: applied by EC2 atomically with
