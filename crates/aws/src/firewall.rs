@@ -12,8 +12,8 @@ use peerfleet_core::provider::{ErrorKind, ProviderError};
 use peerfleet_core::resource::{Firewall, FirewallRule, FirewallSpec, Protocol};
 use peerfleet_core::{Address, ProviderKind};
 
-use crate::error::{PROVIDER, classify};
 use crate::client::{AwsProvider, Ec2, invalid};
+use crate::error::{PROVIDER, classify};
 use crate::tags;
 use crate::wait::Backoff;
 

@@ -3,8 +3,8 @@
 use aws_sdk_ec2::types::{Filter, Image};
 use peerfleet_core::provider::ProviderError;
 
-use crate::error::classify;
 use crate::client::{AwsProvider, Ec2, invalid};
+use crate::error::classify;
 
 /// The newest image (by creation date, then ID for a stable tie-break).
 fn newest<'a>(images: impl Iterator<Item = &'a Image>) -> Option<&'a Image> {

@@ -38,9 +38,9 @@ mod stable_ip;
 pub mod tags;
 mod wait;
 
+pub use client::AwsProvider;
 pub use firewall::group_name;
 pub use machines::CLIENT_TOKEN_MAX;
-pub use client::AwsProvider;
 pub use settings::{AwsSettings, ImageLookup, Partition, RetryPolicy, Waits};
 pub use stable_ip::{parse_stable_ip_id, stable_ip_id};
 #[cfg(feature = "testing")]

@@ -10,8 +10,8 @@ use peerfleet_core::bootstrap::{self, EC2_USER_DATA_LIMIT};
 use peerfleet_core::provider::{CreateContext, ErrorKind, ProviderError};
 use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
 
-use crate::error::classify;
 use crate::client::{AwsProvider, Ec2, invalid};
+use crate::error::classify;
 use crate::tags::{self, MachineTags};
 use crate::wait::Backoff;
 

@@ -9,8 +9,8 @@ use peerfleet_core::Address;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
 use peerfleet_core::resource::{Machine, StableIp, StableIpSpec};
 
-use crate::error::{PROVIDER, classify};
 use crate::client::{AwsProvider, Ec2, invalid};
+use crate::error::{PROVIDER, classify};
 use crate::tags;
 
 /// The stable IP ID of an allocation in a region.

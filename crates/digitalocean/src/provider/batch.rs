@@ -20,15 +20,15 @@ use crate::model::Droplet;
 pub const MAX_NAMES_PER_CREATE: usize = 10;
 /// One droplet a create asks for.
 pub(super) struct CreateRequest {
-    name: String,
-    region: String,
-    generation_tag: String,
+    pub(super) name: String,
+    pub(super) region: String,
+    pub(super) generation_tag: String,
     /// The request body without `name`: requests with equal bodies may share one multi-create.
-    body: Value,
+    pub(super) body: Value,
 }
 
 /// A create waiting in its batch.
-struct Pending {
+pub(super) struct Pending {
     request: CreateRequest,
     arrived: Instant,
     reply: oneshot::Sender<Result<Droplet, ApiError>>,
@@ -60,7 +60,6 @@ impl Wanted {
 }
 
 impl Inner {
-
     /// Queues a create into its network's batch and waits for the droplet (made or adopted).
     pub(super) async fn create_droplet(
         self: &Arc<Self>,
@@ -199,9 +198,6 @@ impl Inner {
         };
         Ok(parse_all("droplet", &made))
     }
-
-    /// Calls `check` until it yields a value, sleeping between calls in proportion to the time
-    /// already waited ([`crate::PollPolicy::interval`]); bounded by `timeout`. `check` is given the
 }
 
 /// Splits what must be created into requests: equal bodies (same region, size, image, tags, user

@@ -62,9 +62,12 @@ impl Inner {
         })
     }
 
-
     /// Adds and removes deploy, chain and firewall tags; resizes (off, resize CPU/memory, on).
-    pub(super) async fn update_machine(self: &Arc<Self>, current: &Machine, spec: &MachineSpec) -> Result<Machine, ProviderError> {
+    pub(super) async fn update_machine(
+        self: &Arc<Self>,
+        current: &Machine,
+        spec: &MachineSpec,
+    ) -> Result<Machine, ProviderError> {
         check_provider(spec.provider, &spec.address)?;
         let id = parse_id("machine", &current.id)?;
         let inner = self;
@@ -128,7 +131,6 @@ impl Inner {
         }
         Err(transient(format!("droplet {id}: resize to {size} did not settle")))
     }
-
 }
 
 /// The machine's cloud-init user data: the shared bootstrap (Docker with its API behind mutual TLS),

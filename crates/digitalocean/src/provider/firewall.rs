@@ -19,7 +19,10 @@ use crate::ownership::{self, firewall_tag};
 impl Inner {
     /// Adopts the network's firewall of the region if one exists (correcting its rules), else
     /// creates it, attached to the region's droplets by tag.
-    pub(super) async fn create_firewall(self: &Arc<Self>, spec: &FirewallSpec) -> Result<Firewall, ProviderError> {
+    pub(super) async fn create_firewall(
+        self: &Arc<Self>,
+        spec: &FirewallSpec,
+    ) -> Result<Firewall, ProviderError> {
         check_provider(spec.provider, &spec.address)?;
         ownership::check_network(&spec.network)?;
         let inner = self;
@@ -64,7 +67,6 @@ impl Inner {
         let answer = result?;
         inner.answered_firewall(&answer, &spec.network, &spec.region)
     }
-
 
     /// The network's firewall of `region` in an answer's `firewall`.
     pub(super) fn answered_firewall(

@@ -10,32 +10,26 @@ mod firewall;
 mod reserved_ip;
 mod wait;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt as _;
-use futures::future::BoxFuture;
 use peerfleet_core::Address;
-use peerfleet_core::bootstrap::{self, DIGITALOCEAN_USER_DATA_LIMIT};
 use peerfleet_core::network::ProviderKind;
 use peerfleet_core::provider::{CreateContext, ErrorKind, Inventory, MachineProvider, ProviderError, Secret};
-use peerfleet_core::resource::{
-    Firewall, FirewallRule, FirewallSpec, Machine, MachineSpec, MachineStatus, Protocol, StableIp,
-    StableIpSpec,
-};
+use peerfleet_core::resource::{Firewall, FirewallSpec, Machine, MachineSpec, StableIp, StableIpSpec};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::client::{Answer, Api, Retry, Stats};
 use crate::error::{ApiError, PROVIDER, invalid};
 use crate::limit::RateLimiter;
 use crate::listing::{ListKey, Listings};
-use crate::model::{self, Droplet, ReservedIp, Rule, Target};
-use crate::ownership::{self, firewall_tag, machine_of, network_tag};
+use crate::model::{self, Droplet, ReservedIp};
+use crate::ownership::{self, machine_of, network_tag};
 use crate::settings::{Settings, token_from_env};
 
 pub use batch::MAX_NAMES_PER_CREATE;
@@ -60,7 +54,7 @@ struct Inner {
     api: Api,
     settings: Settings,
     listings: Listings,
-    batches: Mutex<HashMap<String, Vec<Pending>>>,
+    batches: Mutex<HashMap<String, Vec<batch::Pending>>>,
     /// When this provider last changed something; inventories never reuse a listing older than it.
     changed: Mutex<Instant>,
 }

@@ -17,6 +17,8 @@ use crate::error::PROVIDER;
 use crate::model::Droplet;
 
 impl Inner {
+    /// Calls `check` until it yields a value, sleeping between calls in proportion to the time
+    /// already waited ([`crate::PollPolicy::interval`]); bounded by `timeout`. `check` is given the
     /// instant the previous check began: anything observed since then is news to it.
     pub(super) async fn poll_until<'a, T>(
         &self,
@@ -43,7 +45,11 @@ impl Inner {
     /// Polls the network's listing until droplet `id` is `active`. Every waiter accepts any listing
     /// that started after its previous look, so all droplets waiting at once share one listing per
     /// round, however slow listings are.
-    pub(super) async fn wait_active(self: &Arc<Self>, network: &str, id: u64) -> Result<Droplet, ProviderError> {
+    pub(super) async fn wait_active(
+        self: &Arc<Self>,
+        network: &str,
+        id: u64,
+    ) -> Result<Droplet, ProviderError> {
         let what = format!("droplet {id} did not become active");
         self.poll_until(&what, self.settings.poll.active_timeout, |since| {
             async move {
@@ -120,5 +126,4 @@ impl Inner {
         }
         Err(last.unwrap_or_else(|| transient(format!("{what} creates kept failing"))))
     }
-
 }
