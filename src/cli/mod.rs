@@ -51,27 +51,34 @@ pub fn main() -> ExitCode {
 /// Targets that log whole requests at trace level: a `RunInstances` body carries the machine's user
 /// data, whose TLS key must never reach a log. They are capped at `debug` whatever `-v` or `RUST_LOG`
 /// asks for.
-const WIRE_LOGGERS: [&str; 6] =
-    ["aws_smithy_runtime", "aws_smithy_runtime_api", "aws_smithy_http", "hyper", "reqwest", "h2"];
+/// peerfleet's own crates: the only ones `-v`/`-vv` make more talkative.
+const OUR_CRATES: [&str; 5] =
+    ["peerfleet", "peerfleet_core", "peerfleet_docker", "peerfleet_aws", "peerfleet_digitalocean"];
+
+/// The log filter for `-v` count `verbose`: dependencies stay at `warn` (`info` from `-v` on) and
+/// never go lower, because the SDK, HTTP and Docker clients log whole request bodies at debug and
+/// trace (container env, user data). `RUST_LOG`, when set, is the operator's explicit choice.
+fn log_filter(verbose: u8) -> String {
+    let (ours, deps) = match verbose {
+        0 => ("warn", "warn"),
+        1 => ("debug", "info"),
+        _ => ("trace", "info"),
+    };
+    let mut directives = vec![deps.to_string()];
+    directives.extend(OUR_CRATES.iter().map(|c| format!("{c}={ours}")));
+    directives.join(",")
+}
 
 fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => {
-            "peerfleet=debug,peerfleet_core=debug,peerfleet_docker=debug,peerfleet_aws=debug,peerfleet_digitalocean=debug,info"
-        }
-        _ => "trace",
-    };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    for target in WIRE_LOGGERS {
-        if let Ok(cap) = format!("{target}=debug").parse() {
-            filter = filter.add_directive(cap);
-        }
-    }
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(verbose)));
+    // Colour only for a person at a terminal: a file or a pipe gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }
@@ -490,4 +497,24 @@ fn genesis_new(name: &str, out: Option<&Path>) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_never_log_below_info_however_verbose() {
+        for verbose in 0..=3 {
+            let filter = log_filter(verbose);
+            let mut directives = filter.split(',');
+            let deps = directives.next().unwrap_or_default();
+            assert!(deps == "warn" || deps == "info", "{filter}");
+            assert!(
+                directives.all(|d| OUR_CRATES.iter().any(|c| d.starts_with(&format!("{c}=")))),
+                "only our crates get more: {filter}"
+            );
+        }
+        assert!(log_filter(2).contains("peerfleet_docker=trace"));
+    }
 }

@@ -57,7 +57,13 @@ fn workspace(spec: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     fs::copy(root().join("examples/genesis.json"), dir.path().join("genesis.json")).unwrap();
     fs::write(dir.path().join("network.toml"), corpus(spec)).unwrap();
     for (name, from) in files {
-        fs::write(dir.path().join(name), corpus(from)).unwrap();
+        let path = dir.path().join(name);
+        fs::write(&path, corpus(from)).unwrap();
+        // State files are private, as peerfleet writes them: a readable one is tightened on load by
+        // design, and that must not be mistaken for the command touching the file.
+        if from.ends_with(".state.json") {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
     dir
 }

@@ -5,6 +5,7 @@
 //! peerfleet's labels from its first moment or is not peerfleet's.
 
 use peerfleet_core::resource::ContainerSpec;
+use peerfleet_core::seal;
 
 /// The peer network an object belongs to (containers and networks).
 pub const NETWORK: &str = "peerfleet.network";
@@ -36,7 +37,15 @@ pub const IMAGE: &str = "peerfleet.image";
 /// The container itself gets the values in clear; only the label, which refresh reads into plans and
 /// state, is sealed.
 pub fn stored_spec(spec: &ContainerSpec) -> ContainerSpec {
-    spec.sealed()
+    let mut stored = spec.sealed();
+    // Second line: a spec that reached the engine without its seals (built by hand, by an embedding
+    // program) must still not put a value whose name looks secret into a label anyone can read.
+    for (key, value) in &mut stored.env {
+        if seal::is_secret_name(key) && !seal::is_seal(value) {
+            *value = seal::seal(None, value);
+        }
+    }
+    stored
 }
 
 /// The [`SPEC`] label value.

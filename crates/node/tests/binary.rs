@@ -78,7 +78,7 @@ async fn sigterm_stops_a_running_node_cleanly() {
 }
 
 #[tokio::test]
-async fn probe_exits_zero_for_a_healthy_genesis_and_one_otherwise_with_one_line() {
+async fn probe_exits_zero_for_a_healthy_genesis_and_one_otherwise_with_one_line_and_its_facts_as_json() {
     let bytes = new_genesis("probed");
     let chain_id = ChainId::of(&bytes);
     let mut config = Config::genesis(chain_id.clone(), bytes.clone());
@@ -90,14 +90,20 @@ async fn probe_exits_zero_for_a_healthy_genesis_and_one_otherwise_with_one_line(
     let healthy = node_binary(&["probe"], &genesis_env(&chain_id, &bytes, port)).spawn().expect("spawn");
     let (code, stdout, stderr) = finish(healthy).await;
     assert_eq!(code, Some(0), "stdout: {stdout} stderr: {stderr}");
-    assert!(stdout.starts_with("healthy:") && stdout.lines().count() == 1, "stdout: {stdout}");
+    // One line for a person, then one JSON line of facts that `peerfleet status` reads from the
+    // engine's health log.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() == 2 && lines[0].starts_with("healthy:"), "stdout: {stdout}");
+    assert!(lines[1].starts_with('{') && lines[1].contains("\"healthy\":true"), "stdout: {stdout}");
 
     let other = new_genesis("other");
     let wrong =
         node_binary(&["probe"], &genesis_env(&ChainId::of(&other), &other, port)).spawn().expect("spawn");
     let (code, stdout, _) = finish(wrong).await;
     assert_eq!(code, Some(1));
-    assert!(stdout.starts_with("unhealthy:") && stdout.lines().count() == 1, "stdout: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() == 2 && lines[0].starts_with("unhealthy:"), "stdout: {stdout}");
+    assert!(lines[1].contains("\"healthy\":false"), "stdout: {stdout}");
 
     node.shutdown().await.expect("clean shutdown");
     let gone = node_binary(&["probe"], &genesis_env(&chain_id, &bytes, port)).spawn().expect("spawn");
