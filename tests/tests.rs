@@ -5,5 +5,7 @@
 
 mod cli;
 mod clouds;
+mod crash;
+mod heal;
 mod local;
 mod support;

@@ -17,6 +17,9 @@
 //! - [`TestWorld::crash_after`]: the call takes effect and never returns — the state of a `kill -9`
 //!   between the provider's create and the state save, once the executor is aborted or dropped.
 //!
+//! - [`TestWorld::fail_randomly`]: from then on, a seeded share of the calls that change something
+//!   fails — throttled, a transient error before acting, or a response lost after acting.
+//!
 //! Latency and health delays use tokio's clock, so tests can run with paused time.
 //!
 //! Only for tests (feature `testing`); it is not a provider for users.
@@ -126,6 +129,8 @@ struct World {
     max_in_flight: usize,
     latency: BTreeMap<Op, Duration>,
     faults: Vec<Fault>,
+    /// Seeded random faults: (PRNG state, probability per call).
+    random: Option<(u64, f64)>,
     healthy_after: Duration,
     never_healthy: BTreeSet<Address>,
     /// The firewall ID each machine create was given, by address (last create wins).
@@ -140,8 +145,35 @@ impl World {
         format!("{prefix}-{:06}", self.next_id)
     }
 
-    /// Consumes the first armed fault matching the call, if any.
+    /// Consumes the first armed fault matching the call, if any; else rolls the random faults.
     fn take_fault(&mut self, op: Op, address: Option<&Address>, timing: Timing) -> Option<ErrorKind> {
+        let armed = self.take_armed(op, address, timing);
+        armed.or_else(|| self.roll(op, timing))
+    }
+
+    /// A random fault for a call that changes something (listings stand for provider clients that
+    /// retry on their own, and are spared).
+    fn roll(&mut self, op: Op, timing: Timing) -> Option<ErrorKind> {
+        let (state, rate) = self.random.as_mut()?;
+        if matches!(op, Op::Inventory | Op::ListContainers | Op::InspectContainer | Op::EngineFor)
+            || timing == Timing::Hang
+        {
+            return None;
+        }
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = *state;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        // Half the rate before acting, half after (a lost response), so a call fails at `rate`.
+        let hit = ((x >> 11) as f64 / (1u64 << 53) as f64) < *rate / 2.0;
+        hit.then(|| match (timing, x % 3) {
+            (Timing::Before, 0) => ErrorKind::Throttled { retry_after: Some(Duration::from_millis(5)) },
+            _ => ErrorKind::Transient,
+        })
+    }
+
+    fn take_armed(&mut self, op: Op, address: Option<&Address>, timing: Timing) -> Option<ErrorKind> {
         let i = self.faults.iter().position(|f| {
             f.op == op
                 && f.timing == timing
@@ -251,6 +283,14 @@ impl TestWorld {
     /// The next `times` calls of `op` take effect, then fail with `kind` (a response lost on the way).
     pub fn lose_response(&self, op: Op, address: Option<Address>, times: u32, kind: ErrorKind) {
         self.arm(op, address, times, kind, Timing::After);
+    }
+
+    /// From now on, each call that changes something fails with probability `rate`, from a PRNG
+    /// seeded with `seed` (the same seed and calls give the same faults): before acting (throttled,
+    /// or a transient error such as a timeout or a reset connection) or after acting (the response
+    /// is lost). Armed faults strike first.
+    pub fn fail_randomly(&self, seed: u64, rate: f64) {
+        self.lock().random = Some((seed, rate));
     }
 
     /// The next call of `op` for `address` takes effect and never returns.

@@ -24,6 +24,7 @@
 //! ```
 
 mod error;
+mod heal;
 mod local;
 mod lock;
 mod memory;
@@ -44,6 +45,7 @@ use crate::resource::Actual;
 
 pub use crate::provider::Secret;
 pub use error::{StateError, StateErrorKind};
+pub use heal::Refreshed;
 pub use local::{LocalStateFile, force_unlock};
 pub use lock::{LockInfo, LockOptions, StateLock};
 pub use memory::MemoryState;
