@@ -5,6 +5,7 @@
 //! lock is held from the refresh that a plan is based on until the apply that executes it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use peerfleet_core::actual::ActualState;
 use peerfleet_core::executor::{self, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, Reporter};
@@ -12,7 +13,7 @@ use peerfleet_core::network::{ChainId, Network};
 use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Planned};
 use peerfleet_core::refresh::{self, RefreshError};
 use peerfleet_core::resource::{Actual, Desired};
-use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError};
+use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError, keep_renewed};
 
 use crate::connect::{self, ConnectError, ConnectOptions, Connected};
 
@@ -51,6 +52,9 @@ pub struct ApplyRequest {
     pub parallelism: usize,
     /// How long to wait for another run's lock.
     pub lock_timeout: std::time::Duration,
+    /// How long a leased (S3) lock stays valid if this run stops renewing it: a run killed mid-apply
+    /// blocks others for at most this long. Renewed every third of it.
+    pub lock_lease: std::time::Duration,
 }
 
 impl Default for ApplyRequest {
@@ -60,6 +64,7 @@ impl Default for ApplyRequest {
             saved: None,
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
+            lock_lease: LockOptions::default().lease,
         }
     }
 }
@@ -99,18 +104,33 @@ pub enum DeployError {
     Stale(String),
 }
 
-/// One network, its state file, and how to reach its providers.
-#[derive(Debug, Clone)]
+/// One network, its state store, and how to reach its providers.
+#[derive(Clone)]
 pub struct Deployment {
     network: Network,
-    store: LocalStateFile,
+    store: Arc<dyn StateBackend>,
     connect: ConnectOptions,
 }
 
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("network", &self.network.name)
+            .field("store", &self.store.location())
+            .field("connect", &self.connect)
+            .finish()
+    }
+}
+
 impl Deployment {
-    /// A deployment of `network` whose state lives at `state_path`.
+    /// A deployment of `network` whose state lives in the local file at `state_path`.
     pub fn new(network: Network, state_path: impl Into<PathBuf>) -> Self {
-        Deployment { network, store: LocalStateFile::new(state_path), connect: ConnectOptions::default() }
+        Self::with_store(network, Arc::new(LocalStateFile::new(state_path)))
+    }
+
+    /// A deployment of `network` whose state lives in `store` (a local file, S3, memory).
+    pub fn with_store(network: Network, store: Arc<dyn StateBackend>) -> Self {
+        Deployment { network, store, connect: ConnectOptions::default() }
     }
 
     /// Lets the node binary be built with `cargo build -p peerfleet-node` in `dir` when it is not
@@ -125,9 +145,9 @@ impl Deployment {
         &self.network
     }
 
-    /// The state file.
-    pub fn store(&self) -> &LocalStateFile {
-        &self.store
+    /// The state store.
+    pub fn store(&self) -> &dyn StateBackend {
+        self.store.as_ref()
     }
 
     fn connect_options(&self, only: Option<Layer>) -> ConnectOptions {
@@ -200,8 +220,14 @@ impl Deployment {
         interrupt: Interrupt,
     ) -> Result<Applied, DeployError> {
         let operation = if request.plan.destroy { "destroy" } else { "apply" };
-        let lock_options = LockOptions { timeout: request.lock_timeout, ..LockOptions::default() };
-        let mut lock = self.store.lock(operation, &lock_options).await?;
+        let lock_options = LockOptions {
+            timeout: request.lock_timeout,
+            lease: request.lock_lease,
+            ..LockOptions::default()
+        };
+        // A leased lock (S3) is renewed in the background from here on: through refresh, the
+        // confirmation prompt and every step.
+        let mut lock = keep_renewed(self.store.lock(operation, &lock_options).await?);
         if let Some(abandoned) = lock.took_over() {
             tracing::warn!("took over an abandoned state lock: {abandoned}");
         }
@@ -259,12 +285,13 @@ impl Deployment {
             parallelism: request.parallelism.max(1),
             operation: operation.to_string(),
             genesis,
+            lock: LockOptions { lease: request.lock_lease, ..LockOptions::default() },
             ..ApplyOptions::default()
         };
         let outcome = executor::apply_locked(
             plan,
             &connected.providers,
-            &self.store,
+            self.store.as_ref(),
             lock,
             &options,
             reporter,

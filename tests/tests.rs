@@ -7,3 +7,4 @@ mod cli;
 mod clouds;
 mod local;
 mod support;
+mod team;

@@ -17,11 +17,13 @@ use peerfleet::core::network::{ChainId, Network};
 use peerfleet::core::plan::{Layer, Plan};
 use peerfleet::core::render::{self, Style};
 use peerfleet::core::spec;
-use peerfleet::core::state::{self, default_state_path};
+use peerfleet::core::state::LockOptions;
+use peerfleet::store::{self, Migrated, StateLocation};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
 
 use args::{
-    ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, OnlyLayer, PlanArgs, ScaleArgs, ShowArgs, StateArgs,
+    ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, OnlyLayer, PlanArgs, ScaleArgs, ShowArgs,
+    StateArgs, StateCommand,
 };
 
 /// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
@@ -81,7 +83,10 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Show(a) => show(a).await,
         Command::Graph(a) => graph(a).await,
         Command::Scale(a) => scale(a).await,
-        Command::ForceUnlock(a) => force_unlock(a),
+        Command::ForceUnlock(a) => force_unlock(a).await,
+        Command::State(StateCommand::Migrate { from, to, lock_timeout }) => {
+            migrate(from, &to, lock_timeout).await
+        }
         Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),
     }
 }
@@ -91,10 +96,17 @@ fn load(path: &Path) -> Result<Network> {
     spec::load(path).map_err(|e| anyhow!("{e}"))
 }
 
-fn deployment(target: &StateArgs) -> Result<Deployment> {
+async fn deployment(target: &StateArgs) -> Result<Deployment> {
     let network = load(&target.spec.file)?;
-    let state = target.state.clone().unwrap_or_else(|| default_state_path(&target.spec.file, &network.name));
-    Ok(Deployment::new(network, state))
+    deployment_of(network, target).await
+}
+
+/// The deployment of `network` with its state where `--state`, the spec's `[state]` or the default
+/// says.
+async fn deployment_of(network: Network, target: &StateArgs) -> Result<Deployment> {
+    let location = StateLocation::resolve(target.state.as_deref(), &target.spec.file, &network)?;
+    let store = store::open(&location, &network.name, &Default::default()).await?;
+    Ok(Deployment::with_store(network, store))
 }
 
 fn layer(only: Option<OnlyLayer>) -> Option<Layer> {
@@ -139,7 +151,7 @@ fn validate(file: &Path) -> Result<u8> {
 }
 
 async fn plan(a: PlanArgs) -> Result<u8> {
-    let d = deployment(&a.planning.target)?;
+    let d = deployment(&a.planning.target).await?;
     let request = PlanRequest {
         only: layer(a.planning.only),
         no_refresh: !a.refresh,
@@ -342,7 +354,7 @@ fn capitalize(s: &str) -> String {
 }
 
 async fn apply(a: ApplyArgs) -> Result<u8> {
-    let d = deployment(&a.planning.target)?;
+    let d = deployment(&a.planning.target).await?;
     let saved = a.plan_file.as_deref().map(read_plan).transpose()?;
     if let Some(p) = &saved
         && p.network != d.network().name
@@ -365,13 +377,14 @@ async fn apply(a: ApplyArgs) -> Result<u8> {
         saved,
         parallelism: a.parallelism as usize,
         lock_timeout: Duration::from_secs(a.lock_timeout),
+        lock_lease: Duration::from_secs(a.lock_lease),
     };
     let auto = a.auto_approve || request.saved.is_some();
     run_apply(&d, request, auto, a.json, "apply").await
 }
 
 async fn destroy(a: DestroyArgs) -> Result<u8> {
-    let d = deployment(&a.target)?;
+    let d = deployment(&a.target).await?;
     let request = ApplyRequest {
         plan: PlanRequest {
             destroy: true,
@@ -381,12 +394,13 @@ async fn destroy(a: DestroyArgs) -> Result<u8> {
         saved: None,
         parallelism: a.parallelism as usize,
         lock_timeout: Duration::from_secs(a.lock_timeout),
+        lock_lease: Duration::from_secs(a.lock_lease),
     };
     run_apply(&d, request, a.auto_approve, false, "destroy").await
 }
 
 async fn show(a: ShowArgs) -> Result<u8> {
-    let d = deployment(&a.target)?;
+    let d = deployment(&a.target).await?;
     let prepared = d.plan(&PlanRequest { no_refresh: !a.refresh, ..PlanRequest::default() }).await?;
     if a.json {
         println!("{}", show::json(&prepared));
@@ -397,7 +411,7 @@ async fn show(a: ShowArgs) -> Result<u8> {
 }
 
 async fn graph(a: StateArgs) -> Result<u8> {
-    let d = deployment(&a)?;
+    let d = deployment(&a).await?;
     let prepared = d.plan(&PlanRequest::default()).await?;
     print!("{}", render::dot(&prepared.planned.plan));
     Ok(0)
@@ -409,8 +423,7 @@ async fn scale(a: ScaleArgs) -> Result<u8> {
     ensure_can_confirm(a.auto_approve, "scale")?;
     let scaled = spec::edit::set_containers(file, &a.service, a.containers).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{}: service `{}` containers {} → {}", file.display(), a.service, scaled.before, scaled.after);
-    let state = a.target.state.clone().unwrap_or_else(|| default_state_path(file, &scaled.network.name));
-    let d = Deployment::new(scaled.network, state);
+    let d = deployment_of(scaled.network, &a.target).await?;
     let request = ApplyRequest { parallelism: a.parallelism as usize, ..ApplyRequest::default() };
     let result = run_apply(&d, request, a.auto_approve, false, "scale").await;
     // Declined or failed before anything ran: put the count back, so the file still says what runs.
@@ -429,12 +442,40 @@ async fn scale(a: ScaleArgs) -> Result<u8> {
     result
 }
 
-fn force_unlock(a: StateArgs) -> Result<u8> {
-    let network = load(&a.spec.file)?;
-    let path = a.state.clone().unwrap_or_else(|| default_state_path(&a.spec.file, &network.name));
-    match state::force_unlock(&path)? {
-        Some(holder) => println!("Removed the lock of {} held by {holder}.", path.display()),
-        None => println!("{} is not locked.", path.display()),
+async fn force_unlock(a: StateArgs) -> Result<u8> {
+    let d = deployment(&a).await?;
+    let location = d.store().location();
+    match d.store().force_unlock().await? {
+        Some(holder) => println!("Removed the lock of {location} held by {holder}."),
+        None => println!("{location} is not locked."),
+    }
+    Ok(0)
+}
+
+async fn migrate(from: StateArgs, to: &str, lock_timeout: u64) -> Result<u8> {
+    let network = load(&from.spec.file)?;
+    let source = StateLocation::resolve(from.state.as_deref(), &from.spec.file, &network)?;
+    let target = StateLocation::from_arg(to, &network.state)?;
+    if source == target {
+        bail!("the state already lives at {target}");
+    }
+    let aws = Default::default();
+    let (from_store, to_store) =
+        (store::open(&source, &network.name, &aws).await?, store::open(&target, &network.name, &aws).await?);
+    // A second handle on the target reads the copy back as a later run would.
+    let check = store::open(&target, &network.name, &aws).await?;
+    let lock = LockOptions { timeout: Duration::from_secs(lock_timeout), ..LockOptions::default() };
+    match store::migrate(from_store.as_ref(), to_store.as_ref(), check.as_ref(), &lock).await? {
+        Migrated::Copied { lineage, serial } => println!(
+            "Copied the state of `{}` from {source} to {target} (lineage {}, serial {serial}) and read it back \
+             identical. {source} is left as it was: point the spec's [state] table (or --state) at {target}, \
+             then remove the old copy.",
+            network.name,
+            lineage.as_deref().unwrap_or("-")
+        ),
+        Migrated::AlreadyThere { serial } => {
+            println!("{target} already holds this state (serial {serial}); nothing copied.")
+        }
     }
     Ok(0)
 }

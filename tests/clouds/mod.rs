@@ -17,7 +17,7 @@ use crate::support::{parts, root};
 const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 
 /// A spec from `examples/` copied into a fresh directory with its genesis.
-fn example(file: &str) -> tempfile::TempDir {
+pub(crate) fn example(file: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root().join("examples").join(file), dir.path().join("network.toml")).unwrap();
     std::fs::copy(root().join("examples/genesis.json"), dir.path().join("genesis.json")).unwrap();
@@ -26,7 +26,7 @@ fn example(file: &str) -> tempfile::TempDir {
 
 /// Credentials files with a default profile and the `china` profile the aws-cn cluster names
 /// (dummy keys: only the stand-in sees them).
-fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
     let config = dir.join("aws-config");
     let credentials = dir.join("aws-credentials");
     std::fs::write(&config, "[default]\nregion = us-east-1\n\n[profile china]\nregion = cn-north-1\n")
@@ -44,7 +44,7 @@ fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
 }
 
 /// Runs the CLI in `dir` with exactly the cloud environment given (and none inherited).
-fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+pub(crate) fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
     cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).env("NO_COLOR", "1");
     for key in [
@@ -68,7 +68,7 @@ fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     cmd.output().expect("the peerfleet binary runs")
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     let (code, stdout, stderr) = parts(&out);
     assert_eq!(code, 0, "exit {code}:\n{stdout}\n{stderr}");
     stdout
@@ -80,7 +80,7 @@ fn machine_plan_exit(dir: &Path, env: &[(String, String)]) -> (i32, String) {
     (code, format!("{out}{err}"))
 }
 
-fn moto(test: &str) -> Option<Moto> {
+pub(crate) fn moto(test: &str) -> Option<Moto> {
     match Moto::for_test(test) {
         Ok(m) => m,
         Err(e) => panic!("{test}: moto did not start: {e}"),
@@ -195,7 +195,8 @@ fn digitalocean_machine_layer_through_the_cli_creates_updates_replaces_adopts_an
     child.kill().unwrap();
     child.wait().unwrap();
     let before_rerun = s.droplets().len();
-    ok(run(dir, &env, &["force-unlock", "-f", "network.toml"]));
+    // The killed run's lock died with it (an operating-system lock): no force-unlock, no lease to
+    // wait out; a lock still held would fail this apply at once.
     ok(run(dir, &env, &["apply", "-f", "network.toml", "--only", "machines", "--auto-approve"]));
     let droplets = s.droplets();
     assert_eq!(droplets.len(), 5, "adopted {before_rerun} droplets from the crash, created only the rest");

@@ -34,6 +34,7 @@ mod machines;
 mod provider;
 mod settings;
 mod stable_ip;
+pub mod state;
 pub mod tags;
 mod wait;
 

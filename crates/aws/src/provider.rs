@@ -4,11 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::Region;
 use peerfleet_core::ProviderKind;
 use peerfleet_core::provider::{CreateContext, ErrorKind, Inventory, MachineProvider, ProviderError};
 use peerfleet_core::resource::{Firewall, FirewallSpec, Machine, MachineSpec, StableIp, StableIpSpec};
@@ -83,32 +79,7 @@ impl AwsProvider {
         if let Some(ec2) = clients.get(&key) {
             return ec2.clone();
         }
-        let retry = &self.settings.retry;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(retry.max_attempts.max(1))
-                    .with_initial_backoff(retry.initial_backoff)
-                    .with_max_backoff(retry.max_backoff),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(retry.connect_timeout)
-                    .operation_attempt_timeout(retry.attempt_timeout)
-                    .build(),
-            );
-        if let Some(profile) = &key.1 {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &self.settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(credentials) = &self.settings.credentials {
-            loader = loader.credentials_provider(credentials.clone());
-        }
-        // Loading reads environment and profile files only; credentials resolve on the first request.
-        let config = loader.load().await;
+        let config = self.settings.sdk_config(Some(region), key.1.as_deref()).await;
         let ec2 = Ec2 {
             client: Client::new(&config),
             target: Target { region: key.0.clone(), profile: key.1.clone() },

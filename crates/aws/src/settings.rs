@@ -244,6 +244,46 @@ impl AwsSettings {
         Ok(self)
     }
 
+    /// The SDK configuration every client (EC2, S3) is built from: `region` (or the default region
+    /// chain when `None`), `profile` (or the default credentials chain), the endpoint override, the
+    /// explicit credentials, and the retry and timeout policy. Loading reads environment and profile
+    /// files only; credentials resolve on the first request.
+    pub(crate) async fn sdk_config(
+        &self,
+        region: Option<&str>,
+        profile: Option<&str>,
+    ) -> aws_config::SdkConfig {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        let retry = &self.retry;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(retry.max_attempts.max(1))
+                    .with_initial_backoff(retry.initial_backoff)
+                    .with_max_backoff(retry.max_backoff),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(retry.connect_timeout)
+                    .operation_attempt_timeout(retry.attempt_timeout)
+                    .build(),
+            );
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_string()));
+        }
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(credentials) = &self.credentials {
+            loader = loader.credentials_provider(credentials.clone());
+        }
+        loader.load().await
+    }
+
     /// The profile requests to `region` use: the region's, else its partition's, else `None` (the
     /// default chain).
     pub fn profile_for(&self, region: &str) -> Option<&str> {
@@ -298,6 +338,7 @@ mod tests {
                 .collect(),
             services: Vec::new(),
             access: Access::default(),
+            state: Default::default(),
         }
     }
 

@@ -155,6 +155,7 @@ mod tests {
             clusters: vec![],
             services,
             access: Access::default(),
+            state: Default::default(),
         }
     }
 

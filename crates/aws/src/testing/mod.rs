@@ -107,3 +107,25 @@ pub fn machine_spec(network: &str, cluster: &str, slot: u32, region: &str) -> Ma
         firewall: Some(Address::firewall(ProviderKind::Aws, region)),
     }
 }
+
+/// An S3 client for a stand-in at `endpoint` (path-style addressing, the dummy credentials of
+/// [`settings`]), for tests to create buckets and look at objects as a bucket reader would.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let sdk = settings(endpoint).sdk_config(Some("us-east-1"), None).await;
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build())
+}
+
+/// Creates `bucket` on the stand-in at `endpoint`.
+///
+/// # Errors
+/// When the stand-in refuses.
+pub async fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
+    let client = s3_client(endpoint).await;
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
+}

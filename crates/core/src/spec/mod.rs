@@ -35,6 +35,7 @@ pub mod catalog;
 pub mod edit;
 mod error;
 mod raw;
+mod state;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -58,15 +58,16 @@ pub(crate) fn validate(
     let access = v.access(raw.access.as_ref(), &raw.clusters);
     let services = v.services(raw, &clusters);
     v.role_counts(raw);
+    let state = super::state::validate(raw.state.as_ref(), v.origin, &mut v.errors);
 
     let clusters: Option<Vec<Cluster>> = clusters.into_iter().collect();
     let services: Option<Vec<Service>> = services.into_iter().collect();
     if let Some(errors) = SpecErrors::from_vec(v.errors) {
         return Err(errors);
     }
-    match (name, chain, clusters, services, access) {
-        (Some(name), Some(chain), Some(clusters), Some(services), Some(access)) => {
-            Ok(Network { name, chain, clusters, services, access })
+    match (name, chain, clusters, services, access, state) {
+        (Some(name), Some(chain), Some(clusters), Some(services), Some(access), Some(state)) => {
+            Ok(Network { name, chain, clusters, services, access, state })
         }
         // Invariant: every `None` above was reported, so `errors` was not empty.
         _ => unreachable!("a spec part failed validation without an error being reported"),
