@@ -68,6 +68,33 @@ pub enum StateErrorKind {
     /// Our lock was removed or taken over while we held it.
     #[error("the lock was {}", match .0 { Some(h) => format!("taken over by {h}"), None => "removed (force-unlock?)".to_string() })]
     LockLost(Option<Box<LockInfo>>),
+    /// A local lock held by a live process: there is nothing to force, since the operating system
+    /// frees it the instant that process exits.
+    #[error(
+        "locked by {0}, which is still running; a local lock is freed the moment its holder exits, so \
+         stop that process (or wait for it) instead of forcing the lock"
+    )]
+    HeldByRunningProcess(Box<LockInfo>),
+    /// The stored state changed since this run read it (another writer saved meanwhile): writing
+    /// would overwrite their version, so nothing was written.
+    #[error(
+        "the stored state changed since this run read it (another writer saved it); nothing was written. \
+         Run the command again"
+    )]
+    Conflict,
+    /// The stored state is not what this run may use: encrypted without (or with another) key,
+    /// tampered with, of another network, or another lineage. The text says which.
+    #[error("{0}")]
+    Refused(String),
+    /// A remote store (S3) failed; the text names the request, the source has the details.
+    #[error("cannot {op}")]
+    Remote {
+        /// What was being done (`read the state object`, ...).
+        op: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An injected failure of the in-memory backend (tests).
     #[error("injected write failure")]
     Injected,
@@ -92,7 +119,9 @@ impl StateError {
     /// The holder, when the error is that someone else holds the lock.
     pub fn lock_holder(&self) -> Option<&LockInfo> {
         match &self.kind {
-            StateErrorKind::Locked(h) | StateErrorKind::LockTimeout { holder: h, .. } => Some(h),
+            StateErrorKind::Locked(h)
+            | StateErrorKind::LockTimeout { holder: h, .. }
+            | StateErrorKind::HeldByRunningProcess(h) => Some(h),
             StateErrorKind::LockLost(h) => h.as_deref(),
             _ => None,
         }

@@ -1,7 +1,7 @@
-//! The local state file: JSON on disk, replaced atomically, private to its owner, locked by a sibling
-//! `.lock` file.
+//! The local state file: JSON on disk, replaced atomically, private to its owner, locked by an
+//! operating-system lock on a sibling `.lock` file (freed by the kernel the instant its holder dies).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,6 @@ use async_trait::async_trait;
 
 use super::error::{StateError, StateErrorKind};
 use super::lock::{self, Attempt, LockInfo, LockOptions, LockSlot, StateLock};
-use super::time::Timestamp;
 use super::{State, StateBackend};
 
 /// Permission bits of state and lock files: the state holds the network CA key.
@@ -24,7 +23,9 @@ const PRIVATE_DIR: u32 = 0o700;
 ///   of the directory): a crash at any instant leaves either the old or the new state, never a mix.
 /// - The file is created with mode 0600; an existing file readable by others is made 0600 on load,
 ///   with a warning (and refused if that is not possible).
-/// - The lock is the file `<state>.lock`, created exclusively (`O_EXCL`); see [`StateLock`].
+/// - The lock is an advisory operating-system lock (`flock`) on the file `<state>.lock`, which also
+///   records the holder for messages. A holder killed in any way (`kill -9`, a power cut of a shared
+///   host aside) frees it at once: no lease, no `force-unlock`.
 #[derive(Debug, Clone)]
 pub struct LocalStateFile {
     path: PathBuf,
@@ -129,14 +130,12 @@ impl StateBackend for LocalStateFile {
 
     async fn lock(&self, operation: &str, options: &LockOptions) -> Result<Box<dyn StateLock>, StateError> {
         let slot = FileSlot { state: &self.path, lock: self.lock_path() };
-        let (info, took_over) = lock::acquire(&slot, operation, options).await?;
+        let acquired = lock::acquire(&slot, operation, options).await?;
         Ok(Box::new(FileLock {
             state: self.path.clone(),
             lock: self.lock_path(),
-            lease: options.lease,
-            info,
-            took_over,
-            released: false,
+            file: Some(acquired.guard),
+            info: acquired.info,
         }))
     }
 
@@ -152,32 +151,49 @@ fn lock_path(state_path: &Path) -> PathBuf {
     state_path.with_file_name(name)
 }
 
-/// Removes the lock of the state file at `state_path`, whoever holds it (`peerfleet force-unlock`).
-/// Returns the holder it removed, or `None` when there was no lock.
+/// Removes a lock file left behind by a run that is gone (`peerfleet force-unlock`). Returns the
+/// holder its record named, or `None` when there was no lock file (or an unreadable one).
+///
+/// A local lock is an operating-system lock that dies with its holder, so a lock file nobody holds is
+/// already free; removing it only tidies up. A lock held by a running process is never removed: two
+/// runs would then write the same state.
 ///
 /// # Errors
-/// When the lock file exists but cannot be removed. An unreadable lock file is removed all the same
-/// (it is then reported as `None`).
+/// [`StateErrorKind::HeldByRunningProcess`] when a live process holds it; I/O errors.
 pub fn force_unlock(state_path: &Path) -> Result<Option<LockInfo>, StateError> {
     let path = lock_path(state_path);
+    let error = |kind| StateError::new(state_path.display().to_string(), kind);
+    let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(error(StateErrorKind::Io { op: "open the lock file", source })),
+    };
     let holder = read_lock(&path).ok().flatten();
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let holder = holder.unwrap_or_else(|| LockInfo::without_lease("?"));
+            return Err(error(StateErrorKind::HeldByRunningProcess(Box::new(holder))));
+        }
+        Err(TryLockError::Error(source)) => {
+            return Err(error(StateErrorKind::Io { op: "lock the lock file", source }));
+        }
+    }
     match fs::remove_file(&path) {
         Ok(()) => {
-            tracing::warn!(lock = %path.display(), "removed the state lock{}", match &holder {
-                Some(h) => format!(" held by {h}"),
+            tracing::warn!(lock = %path.display(), "removed a leftover lock file{}", match &holder {
+                Some(h) => format!(" of {h}"),
                 None => String::new(),
             });
             Ok(holder)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::new(
-            state_path.display().to_string(),
-            StateErrorKind::Io { op: "remove the lock file", source },
-        )),
+        Err(source) => Err(error(StateErrorKind::Io { op: "remove the lock file", source })),
     }
 }
 
-/// Reads a lock file: `Ok(None)` if it does not exist, `Err` with `InvalidData` if it is not a lock.
+/// Reads a lock file: `Ok(None)` if it does not exist, `Err` with `InvalidData` if it is not a lock
+/// (an empty file is one being written this instant).
 fn read_lock(path: &Path) -> io::Result<Option<LockInfo>> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::from),
@@ -193,6 +209,20 @@ fn lock_json(info: &LockInfo) -> Vec<u8> {
     bytes
 }
 
+/// Whether `file` is still the file at `path` (same device and inode). A lock taken on a file that
+/// was removed meanwhile (its holder released it between our open and our lock) locks nothing.
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (ours, named) = (file.metadata()?, fs::metadata(path)?);
+    Ok(ours.dev() == named.dev() && ours.ino() == named.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, _path: &Path) -> io::Result<bool> {
+    Ok(true)
+}
+
 struct FileSlot<'a> {
     state: &'a Path,
     lock: PathBuf,
@@ -202,73 +232,88 @@ impl FileSlot<'_> {
     fn io(&self, op: &'static str) -> impl FnOnce(io::Error) -> StateError + '_ {
         move |source| StateError::new(self.state.display().to_string(), StateErrorKind::Io { op, source })
     }
+
+    fn open(&self) -> io::Result<File> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(PRIVATE_FILE);
+        }
+        options.open(&self.lock)
+    }
 }
 
+/// How often a lock file that vanished between our open and our lock is opened again.
+const REOPEN_ATTEMPTS: u32 = 8;
+
+#[async_trait]
 impl LockSlot for FileSlot<'_> {
+    type Guard = File;
+
     fn location(&self) -> String {
         self.state.display().to_string()
     }
 
-    fn try_create(&self, info: &LockInfo) -> Result<Attempt, StateError> {
+    fn leased(&self) -> bool {
+        false
+    }
+
+    async fn try_create(&self, info: &LockInfo) -> Result<Attempt<File>, StateError> {
         let dir = parent_dir(&self.lock);
         if !dir.exists() {
             create_private_dir(dir).map_err(self.io("create the state directory"))?;
         }
-        match create_new_private(&self.lock) {
-            Ok(mut f) => {
-                let written = f.write_all(&lock_json(info)).and_then(|()| f.sync_all());
-                if let Err(e) = written {
-                    // A lock we could not fill would block everyone as "unreadable": take it back.
-                    let _ = fs::remove_file(&self.lock);
-                    return Err(self.io("write the lock file")(e));
+        for _ in 0..REOPEN_ATTEMPTS {
+            let mut file = self.open().map_err(self.io("open the lock file"))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return match read_lock(&self.lock) {
+                        Ok(Some(holder)) => Ok(Attempt::Held(holder)),
+                        // Released this instant, or its holder has not written its record yet.
+                        Ok(None) => Ok(Attempt::Unreadable),
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Attempt::Unreadable),
+                        Err(e) => Err(self.io("read the lock file")(e)),
+                    };
                 }
-                Ok(Attempt::Acquired)
+                Err(TryLockError::Error(e)) => return Err(self.io("lock the lock file")(e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_lock(&self.lock) {
-                Ok(Some(holder)) => Ok(Attempt::Held(holder)),
-                // Released between our create and our read: just try again.
-                Ok(None) => self.try_create(info),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Attempt::Unreadable),
-                Err(e) => Err(self.io("read the lock file")(e)),
-            },
-            Err(e) => Err(self.io("create the lock file")(e)),
+            match same_file(&file, &self.lock) {
+                Ok(true) => {}
+                // Its holder removed it as it released: open the new one.
+                Ok(false) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("look at the lock file")(e)),
+            }
+            // Ours. Whatever record is in it belongs to a holder that is gone (the kernel dropped
+            // its lock when it died): replace it with ours, in place, so the lock stays on this file.
+            let bytes = lock_json(info);
+            let written =
+                file.set_len(0).and_then(|()| file.write_all(&bytes)).and_then(|()| file.sync_data());
+            if let Err(e) = written {
+                let _ = fs::remove_file(&self.lock);
+                return Err(self.io("write the lock file")(e));
+            }
+            return Ok(Attempt::Acquired(file));
         }
+        Ok(Attempt::Unreadable)
     }
 
-    fn take_over(&self, expired: &LockInfo) -> Result<bool, StateError> {
-        // Move the lock aside first, then check it is the one we judged abandoned: two processes
-        // taking over at once cannot both remove a fresh lock, because only one rename of a given
-        // file succeeds, and the loser finds a different lock (or none) and puts it back.
-        let aside = sibling_temp(&self.lock, "stale");
-        match fs::rename(&self.lock, &aside) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(self.io("move the abandoned lock file aside")(e)),
-        }
-        let moved = read_lock(&aside).ok().flatten();
-        if moved.as_ref().is_some_and(|m| m.id == expired.id) {
-            let _ = fs::remove_file(&aside);
-            return Ok(true);
-        }
-        // Not the lock we judged: restore it unless a newer one appeared meanwhile.
-        match fs::hard_link(&aside, &self.lock) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(self.io("restore the lock file")(e)),
-        }
-        let _ = fs::remove_file(&aside);
-        Ok(false)
+    async fn take_over(&self, _expired: &LockInfo, _ours: &LockInfo) -> Result<Option<File>, StateError> {
+        // A local lock has no lease: a dead holder's lock is free without being taken over.
+        Ok(None)
     }
 }
 
-/// A held lock file.
+/// A held lock file: the open file carries the operating system's lock, which the kernel releases
+/// when this process exits in any way, `kill -9` included.
 struct FileLock {
     state: PathBuf,
     lock: PathBuf,
-    lease: std::time::Duration,
+    file: Option<File>,
     info: LockInfo,
-    took_over: Option<LockInfo>,
-    released: bool,
 }
 
 impl FileLock {
@@ -276,37 +321,22 @@ impl FileLock {
         StateError::new(self.state.display().to_string(), kind)
     }
 
-    /// The lock as it is on disk now, if it is still ours.
-    fn check_ours(&self) -> Result<(), StateError> {
-        match read_lock(&self.lock) {
-            Ok(Some(h)) if h.id == self.info.id => Ok(()),
-            Ok(Some(h)) => Err(self.error(StateErrorKind::LockLost(Some(Box::new(h))))),
-            Ok(None) => Err(self.error(StateErrorKind::LockLost(None))),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                Err(self.error(StateErrorKind::LockUnreadable))
-            }
-            Err(source) => Err(self.error(StateErrorKind::Io { op: "read the lock file", source })),
-        }
-    }
-
     fn release_sync(&mut self) -> Result<(), StateError> {
-        if self.released {
-            return Ok(());
-        }
-        self.released = true;
-        match self.check_ours() {
-            Ok(()) => match fs::remove_file(&self.lock) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(self.error(StateErrorKind::Io { op: "remove the lock file", source })),
-            },
-            // Someone else's lock now (or none): leave it alone.
-            Err(e) if matches!(e.kind(), StateErrorKind::LockLost(_)) => {
-                tracing::warn!("{e}");
-                Ok(())
+        let Some(file) = self.file.take() else { return Ok(()) };
+        // Remove the file while still holding its lock, so that nobody can lock it in between and
+        // then lose it to the removal; a waiting process notices it locked a removed file and
+        // opens the new one.
+        if matches!(same_file(&file, &self.lock), Ok(true)) {
+            match fs::remove_file(&self.lock) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(self.error(StateErrorKind::Io { op: "remove the lock file", source }));
+                }
             }
-            Err(e) => Err(e),
         }
+        drop(file);
+        Ok(())
     }
 }
 
@@ -316,18 +346,18 @@ impl StateLock for FileLock {
         &self.info
     }
 
-    fn took_over(&self) -> Option<&LockInfo> {
-        self.took_over.as_ref()
-    }
-
     async fn renew(&mut self) -> Result<(), StateError> {
-        self.check_ours()?;
-        let mut renewed = self.info.clone();
-        renewed.lease_expires_at = Timestamp::now().plus(self.lease);
-        write_atomically(&self.lock, &lock_json(&renewed), |f, b| f.write_all(b))
-            .map_err(|source| self.error(StateErrorKind::Io { op: "renew the lock", source }))?;
-        self.info = renewed;
-        Ok(())
+        // Nothing to extend; check the file we hold is still the lock file (someone may have
+        // deleted it by hand, and then another run could lock a new one).
+        match self.file.as_ref().map(|f| same_file(f, &self.lock)) {
+            Some(Ok(true)) => Ok(()),
+            Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => {
+                Err(self.error(StateErrorKind::Io { op: "look at the lock file", source: e }))
+            }
+            _ => {
+                Err(self.error(StateErrorKind::LockLost(read_lock(&self.lock).ok().flatten().map(Box::new))))
+            }
+        }
     }
 
     async fn release(mut self: Box<Self>) -> Result<(), StateError> {
