@@ -26,9 +26,13 @@ pub struct ConnectOptions {
     /// Whether containers will be listed or created (builds the engine connector and the reference
     /// image). `false` for `--only machines`.
     pub containers: bool,
-    /// A workspace whose `cargo build -p peerfleet-node` can produce the node binary when it is not
-    /// installed beside the running executable (examples pass their `CARGO_MANIFEST_DIR`).
+    /// A workspace whose `cargo build -p peerfleet --bin peerfleet-node` can produce the node binary
+    /// when it is not installed beside the running executable (examples pass their
+    /// `CARGO_MANIFEST_DIR`).
     pub workspace_dir: Option<PathBuf>,
+    /// The `peerfleet-node` binary to build the reference image from, chosen by the embedding
+    /// program; `None`: found by [`peerfleet_docker::locate_node_binary`].
+    pub node_binary: Option<PathBuf>,
 }
 
 /// The providers of one run, and what was built on the way.
@@ -109,8 +113,11 @@ pub async fn connect(
     let ca = ca_from_state(network, state)?.map(Arc::new);
 
     let reference_image = if options.containers {
-        let binary = peerfleet_docker::locate_node_binary(options.workspace_dir.as_deref())
-            .map_err(ConnectError::NodeImage)?;
+        let binary = match &options.node_binary {
+            Some(path) => path.clone(),
+            None => peerfleet_docker::locate_node_binary(options.workspace_dir.as_deref())
+                .map_err(ConnectError::NodeImage)?,
+        };
         Some(Arc::new(peerfleet_docker::reference_image(&binary).map_err(ConnectError::NodeImage)?))
     } else {
         None

@@ -5,5 +5,7 @@
 
 mod cli;
 mod clouds;
+mod first_hour;
 mod local;
+mod node;
 mod support;

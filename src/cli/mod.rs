@@ -1,7 +1,10 @@
 //! The `peerfleet` command: argument parsing, confirmation, output, exit codes. Everything that
 //! touches infrastructure goes through the library's [`peerfleet::Deployment`].
 
+mod about;
+mod advice;
 mod args;
+mod logging;
 mod progress;
 mod show;
 
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use peerfleet::core::executor::{ApplyOutcome, Interrupt, InterruptLevel};
 use peerfleet::core::network::{ChainId, Network};
 use peerfleet::core::plan::{Layer, Plan};
@@ -20,14 +23,16 @@ use peerfleet::core::spec;
 use peerfleet::core::state::{self, default_state_path};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
 
+use progress::LazyProgress;
+
 use args::{
     ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, OnlyLayer, PlanArgs, ScaleArgs, ShowArgs, StateArgs,
 };
 
 /// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    let cli = parse();
+    logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -35,41 +40,41 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let spec = spec_file(&cli.command);
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{} {e:#}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
+            let line = advice::one_line(&e, advice::next_step(&e, spec.as_deref()));
+            eprintln!("{} {line}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
             ExitCode::from(1)
         }
     }
 }
 
-/// Targets that log whole requests at trace level: a `RunInstances` body carries the machine's user
-/// data, whose TLS key must never reach a log. They are capped at `debug` whatever `-v` or `RUST_LOG`
-/// asks for.
-const WIRE_LOGGERS: [&str; 6] =
-    ["aws_smithy_runtime", "aws_smithy_runtime_api", "aws_smithy_http", "hyper", "reqwest", "h2"];
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => {
-            "peerfleet=debug,peerfleet_core=debug,peerfleet_docker=debug,peerfleet_aws=debug,peerfleet_digitalocean=debug,info"
-        }
-        _ => "trace",
-    };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    for target in WIRE_LOGGERS {
-        if let Ok(cap) = format!("{target}=debug").parse() {
-            filter = filter.add_directive(cap);
-        }
+/// The spec file a command works on, for the next step an error suggests.
+fn spec_file(command: &Command) -> Option<std::path::PathBuf> {
+    match command {
+        Command::Validate(a) => Some(a.file.clone()),
+        Command::Plan(a) => Some(a.planning.target.spec.file.clone()),
+        Command::Apply(a) => Some(a.planning.target.spec.file.clone()),
+        Command::Destroy(a) => Some(a.target.spec.file.clone()),
+        Command::Show(a) => Some(a.target.spec.file.clone()),
+        Command::Scale(a) => Some(a.target.spec.file.clone()),
+        Command::Graph(a) | Command::ForceUnlock(a) => Some(a.spec.file.clone()),
+        _ => None,
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+}
+
+/// Parses the arguments; `--version` also names the node image, which costs reading the node binary,
+/// so it is only worked out when asked for.
+fn parse() -> Cli {
+    let mut command = Cli::command();
+    if std::env::args_os().any(|a| a == "-V" || a == "--version") {
+        // Parsed once per process: leaking the string is how clap takes an owned version.
+        let version: &'static str = Box::leak(about::long_version().into_boxed_str());
+        command = command.version(version).long_version(version);
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -83,6 +88,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Scale(a) => scale(a).await,
         Command::ForceUnlock(a) => force_unlock(a),
         Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),
+        Command::Completions { shell } => about::completions(shell, &mut std::io::stdout()).map(|()| 0),
+        Command::Man => about::man(&mut std::io::stdout()).map(|()| 0),
     }
 }
 
@@ -242,8 +249,14 @@ async fn run_apply(
     what: &'static str,
 ) -> Result<u8> {
     let mut confirm = confirmer(auto_approve, json, what)?;
+    let steps = std::sync::atomic::AtomicUsize::new(0);
+    // The plan that runs is the one confirmed: its length is the progress bar's.
+    let mut confirm = |prepared: &Prepared| {
+        steps.store(prepared.planned.plan.changes.len(), std::sync::atomic::Ordering::Relaxed);
+        confirm(prepared)
+    };
     let progress = std::sync::OnceLock::new();
-    let reporter = LazyProgress { progress: &progress, json };
+    let reporter = LazyProgress { progress: &progress, steps: &steps, json };
     let applied = d.apply(&request, &mut confirm, &reporter, watch_interrupts()).await?;
     if let Some(p) = progress.get() {
         p.finish();
@@ -263,19 +276,6 @@ async fn run_apply(
             Ok(1)
         }
         Applied::Ran(prepared, outcome) => report(&prepared, &outcome, json, what),
-    }
-}
-
-/// Creates the progress display on the first event, once the plan is confirmed.
-struct LazyProgress<'a> {
-    progress: &'a std::sync::OnceLock<progress::Progress>,
-    json: bool,
-}
-
-impl peerfleet::core::executor::Reporter for LazyProgress<'_> {
-    fn event(&self, event: &peerfleet::core::executor::ApplyEvent) {
-        let terminal = std::io::stderr().is_terminal() && !self.json;
-        self.progress.get_or_init(|| progress::Progress::new(terminal, 0)).event(event);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Progress while applying: bars on a terminal, one line per event elsewhere (logs, CI).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,11 +37,40 @@ impl Progress {
         Progress { bars: Some(Bars { multi, total, steps: Mutex::new(BTreeMap::new()) }) }
     }
 
+    /// The number of steps the bar counts to (`None` without bars).
+    #[cfg(test)]
+    pub fn len(&self) -> Option<u64> {
+        self.bars.as_ref().and_then(|b| b.total.length())
+    }
+
     /// Clears the bars.
     pub fn finish(&self) {
         if let Some(b) = &self.bars {
             b.total.finish_and_clear();
         }
+    }
+}
+
+/// Creates the progress display on the first event, once the plan is confirmed; `steps` holds the
+/// confirmed plan's number of changes by then.
+pub struct LazyProgress<'a> {
+    /// The display, once created.
+    pub progress: &'a OnceLock<Progress>,
+    /// The number of steps of the plan being applied.
+    pub steps: &'a AtomicUsize,
+    /// JSON output: no bars.
+    pub json: bool,
+}
+
+impl LazyProgress<'_> {
+    fn display(&self, terminal: bool) -> &Progress {
+        self.progress.get_or_init(|| Progress::new(terminal, self.steps.load(Ordering::Relaxed)))
+    }
+}
+
+impl Reporter for LazyProgress<'_> {
+    fn event(&self, event: &ApplyEvent) {
+        self.display(std::io::stderr().is_terminal() && !self.json).event(event);
     }
 }
 
@@ -87,5 +118,21 @@ impl Reporter for Progress {
                 let _ = b.multi.println(format!("  {event}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_counts_to_the_number_of_steps_of_the_confirmed_plan() {
+        let (progress, steps) = (OnceLock::new(), AtomicUsize::new(0));
+        let lazy = LazyProgress { progress: &progress, steps: &steps, json: false };
+        // What the confirmation step records before the first event arrives.
+        steps.store(9, Ordering::Relaxed);
+        let shown = lazy.display(true);
+        assert_eq!(shown.len(), Some(9), "not `9/0 steps`");
+        shown.finish();
     }
 }

@@ -18,7 +18,7 @@ pub fn engine_missing(test: &str) {
     eprintln!("SKIPPED {test}: no Docker engine reachable (start Docker or set DOCKER_HOST)");
 }
 
-fn engine_available() -> bool {
+pub fn engine_available() -> bool {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(peerfleet::docker::DockerEngine::connect_local()).is_ok()
 }

@@ -12,7 +12,6 @@
 //! Without a Docker engine it says so and prints the plan.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -58,14 +57,15 @@ fn cloud_credentials() -> bool {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The specs live in the repository's `examples/`, beside the other example networks.
+    let root = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))?;
     let file = if cloud_credentials() { "nine_regions.toml" } else { "nine_regions_local.toml" };
     let spec_path = root.join("examples").join(file);
     let network = spec::load(&spec_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = default_state_path(&spec_path, &network.name);
     println!("peerfleet: network `{}` from examples/{file}, chain {}", network.name, network.chain.id);
     println!("state: {}\n", state.display());
-    let deployment = Deployment::new(network, &state).with_workspace(root);
+    let deployment = Deployment::new(network, &state).with_workspace(&root);
     let style = Style::detect(std::io::stdout().is_terminal());
 
     match deployment.plan(&PlanRequest::default()).await {
