@@ -247,9 +247,9 @@ pub async fn ensure_image(docker: &Docker, image: &ReferenceImage) -> Result<Ens
 /// beside the CLI):
 /// 1. `PEERFLEET_NODE_BIN`, when set;
 /// 2. when running under Cargo (`CARGO` is set) and `workspace_manifest_dir` is given (pass
-///    `env!("CARGO_MANIFEST_DIR")`), `cargo build -p peerfleet --bin peerfleet-node` in the profile
-///    this crate was built in, which is quick when nothing changed and never leaves a stale binary in
-///    use;
+///    `env!("CARGO_MANIFEST_DIR")`), `cargo build -p peerfleet-node --example peerfleet-node` in the
+///    profile this crate was built in: only the node crate's dependencies, quick when nothing changed,
+///    and never a stale binary in use;
 /// 3. `peerfleet-node` next to the running executable, or in its parent directory (examples and tests
 ///    run from subdirectories of the profile directory).
 ///
@@ -293,15 +293,15 @@ fn cargo_build_node(cargo: &Path, manifest_dir: &Path) -> Result<PathBuf, Error>
     command.current_dir(manifest_dir).args([
         "build",
         "-p",
-        "peerfleet",
-        "--bin",
+        "peerfleet-node",
+        "--example",
         "peerfleet-node",
         "--message-format=json-render-diagnostics",
     ]);
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
-    let described = "cargo build -p peerfleet --bin peerfleet-node".to_string();
+    let described = "cargo build -p peerfleet-node --example peerfleet-node".to_string();
     let out =
         command.output().map_err(|e| Error::Command { command: described.clone(), detail: e.to_string() })?;
     if !out.status.success() {
