@@ -20,6 +20,7 @@ pub mod provider;
 pub mod refresh;
 pub mod render;
 pub mod resource;
+pub mod retry;
 pub mod spec;
 pub mod state;
 #[cfg(feature = "testing")]

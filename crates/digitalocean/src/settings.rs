@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use peerfleet_core::bootstrap::BootstrapOptions;
 use peerfleet_core::provider::{ErrorKind, ProviderError, Secret};
+use peerfleet_core::retry::RetryPolicy;
 
-use crate::client::RetryPolicy;
 use crate::error::PROVIDER;
 use crate::limit::RateLimits;
 
@@ -59,8 +59,11 @@ pub struct Settings {
     pub api_url: String,
     /// The token's rate limit.
     pub limits: RateLimits,
-    /// Retry bounds.
+    /// Retries of each request (`429`s included), and of the look-up-before-create loops: this
+    /// provider's one retry layer. `max_wait` bounds how long a rate limit's reset is waited for.
     pub retry: RetryPolicy,
+    /// Timeout of one HTTP exchange.
+    pub request_timeout: Duration,
     /// Poll bounds.
     pub poll: PollPolicy,
     /// How long a create waits for concurrent creates to join its look-up and request.
@@ -79,7 +82,8 @@ impl Default for Settings {
         Settings {
             api_url: DEFAULT_API_URL.to_string(),
             limits: RateLimits::DIGITALOCEAN,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy { cap: Duration::from_secs(20), ..RetryPolicy::default() },
+            request_timeout: Duration::from_secs(30),
             poll: PollPolicy::default(),
             create_window: Duration::from_millis(100),
             refresh_reuse: Duration::from_secs(5),

@@ -67,13 +67,12 @@ fn settings(server: &TestServer) -> Settings {
         api_url: server.url().to_string(),
         limits: RateLimits::DIGITALOCEAN,
         retry: RetryPolicy {
-            attempts: 4,
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            max_throttle_wait: Duration::from_secs(20),
-            max_throttled: 10,
-            request_timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(200),
+            max_wait: Duration::from_secs(20),
         },
+        request_timeout: Duration::from_secs(5),
         poll: PollPolicy {
             min_interval: Duration::from_millis(20),
             max_interval: Duration::from_millis(100),
@@ -539,7 +538,7 @@ async fn server_errors_and_timeouts_are_retried() -> anyhow::Result<()> {
     bounded(async {
         let server = server().await?;
         let mut st = settings(&server);
-        st.retry.request_timeout = Duration::from_millis(500);
+        st.request_timeout = Duration::from_millis(500);
         let p = DigitalOceanProvider::new(Secret::new(server.token()), st)?;
         server.inject("droplets_list", Fault::Fail(503), 1);
         server.inject("firewalls_list", Fault::Fail(500), 1);
@@ -649,6 +648,57 @@ async fn the_token_never_appears_in_errors_or_debug_output() -> anyhow::Result<(
             assert!(!t.contains(token) && !t.contains(server.token()), "token leaked: {t}");
             assert!(!t.contains("PRIVATE KEY"), "user data leaked: {t}");
         }
+        server.assert_conforms();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_permanently_failing_api_gets_exactly_the_policys_attempts() -> anyhow::Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let p = provider(&server)?;
+        let attempts = u64::from(settings(&server).retry.max_attempts);
+        server.inject("droplets_list", Fault::Fail(503), 1000);
+        let err = p.inventory("down", "fra1").await.err().ok_or_else(|| anyhow::anyhow!("listed"))?;
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+        assert_eq!(
+            server.request_count("droplets_list"),
+            attempts,
+            "one retry layer, not attempts × attempts"
+        );
+
+        // `429`s count as attempts too: never 20 waits of up to 10 minutes.
+        let server = self::server().await?;
+        let p = provider(&server)?;
+        server.inject("firewalls_list", Fault::Fail(429), 1000);
+        let err = p.inventory("limited", "fra1").await.err().ok_or_else(|| anyhow::anyhow!("listed"))?;
+        assert!(matches!(err.kind, ErrorKind::Throttled { .. }), "{err}");
+        assert_eq!(server.request_count("firewalls_list"), attempts);
+        server.assert_conforms();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_create_that_keeps_failing_is_sent_once_per_look_up_never_retried_by_the_client_too()
+-> anyhow::Result<()> {
+    bounded(async {
+        let server = server().await?;
+        let p = provider(&server)?;
+        let attempts = u64::from(settings(&server).retry.max_attempts);
+        // A connection reset after the server made the droplet would look the same; here nothing is made.
+        server.inject("droplets_create", Fault::Fail(503), 1000);
+        let err = p
+            .create_machine(&spec("flaky", "frankfurt", 0), &ctx(PerMachinePki))
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("created"))?;
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+        assert_eq!(server.request_count("droplets_create"), attempts);
+        assert!(p.retries_requests(), "the executor makes one attempt per call of this provider");
         server.assert_conforms();
         Ok(())
     })

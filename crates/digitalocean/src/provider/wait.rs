@@ -99,7 +99,8 @@ impl Inner {
 
     /// Returns what `find` finds in a listing that started at or after the instant it is given;
     /// else runs `create`. A create whose answer was lost (`Transient`) may have happened, so it is
-    /// followed by another `find`, never by a blind repeat. Bounded by the retry policy.
+    /// followed by another `find`, never by a blind repeat. This loop is the create's one retry
+    /// layer (the client sends `create`'s request once: [`Retry::Caller`]), bounded by the policy.
     pub(super) async fn find_or_create<'a, T>(
         &self,
         what: &str,
@@ -107,8 +108,9 @@ impl Inner {
         mut create: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>> + Send,
     ) -> Result<T, ProviderError> {
         let mut not_before = Instant::now();
+        let mut attempts = self.settings.retry.attempts();
         let mut last = None;
-        for attempt in 0..self.settings.retry.attempts.max(1) {
+        loop {
             if let Some(found) = find(not_before).await? {
                 return Ok(found);
             }
@@ -118,7 +120,9 @@ impl Inner {
                 Err(e) if e.kind == ErrorKind::Transient => {
                     tracing::debug!("{what} create answer lost ({e}); looking up before trying again");
                     last = Some(e);
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    if !attempts.wait(None).await {
+                        break;
+                    }
                     not_before = Instant::now();
                 }
                 other => return other,
