@@ -32,6 +32,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Print the plan's dependency graph in Graphviz DOT.
     Graph(StateArgs),
+    /// The live network: per node and container health, chain, peers; exit 0 healthy, 2 degraded.
+    Status(StatusArgs),
     /// Set a service's container count in the spec file, then plan and apply.
     Scale(ScaleArgs),
     /// Remove a state lock left by a crashed run.
@@ -158,6 +160,47 @@ pub struct ShowArgs {
     /// Ask the providers (default), or show what the state file remembers.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// A table.
+    Text,
+    /// One JSON document per look.
+    Json,
+    /// Prometheus text exposition.
+    Prometheus,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    /// Spec and state.
+    pub target: StateArgs,
+    /// JSON output (same as --format json).
+    #[arg(long)]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<StatusFormat>,
+    /// Look again every SECONDS (redraws on a terminal, appends elsewhere) until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+    /// With --watch: stop after this many looks.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+    /// Only the machines (no engine is contacted).
+    #[arg(long, value_enum)]
+    pub only: Option<StatusOnly>,
+}
+
+/// `status --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusOnly {
+    /// Machines only.
+    Machines,
 }
 
 /// `scale`.

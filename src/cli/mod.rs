@@ -4,6 +4,7 @@
 mod args;
 mod progress;
 mod show;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -80,6 +81,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Destroy(a) => destroy(a).await,
         Command::Show(a) => show(a).await,
         Command::Graph(a) => graph(a).await,
+        Command::Status(a) => status::run(&deployment(&a.target)?, &a).await,
         Command::Scale(a) => scale(a).await,
         Command::ForceUnlock(a) => force_unlock(a),
         Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),

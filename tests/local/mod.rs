@@ -326,3 +326,5 @@ fn kill_9_mid_apply_then_apply_again_converges_without_duplicates() {
     ));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+mod rolling;
