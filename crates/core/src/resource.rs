@@ -269,6 +269,20 @@ pub enum ContainerState {
     Dead,
 }
 
+impl ContainerState {
+    /// The state's name as people and the JSON formats read it (`running`, `exited`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Exited => "exited",
+            ContainerState::Paused => "paused",
+            ContainerState::Dead => "dead",
+        }
+    }
+}
+
 /// A container's health as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

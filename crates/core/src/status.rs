@@ -211,17 +211,6 @@ impl StatusReport {
     }
 }
 
-fn state_name(state: ContainerState) -> &'static str {
-    match state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Restarting => "restarting",
-        ContainerState::Exited => "exited",
-        ContainerState::Paused => "paused",
-        ContainerState::Dead => "dead",
-    }
-}
-
 /// Judges what refresh found (`actual`) and the engines' details against `network` and `chain`.
 /// `now_unix_s` turns start times into uptimes. With `machines_only`, containers are not judged.
 pub fn assess(
@@ -308,7 +297,7 @@ fn container_status(
             .map_or_else(|| format!("{service}-{}", slot + 1), |s| s.name.clone()),
         role,
         node: found.and_then(|c| c.spec.as_ref()).map(|s| s.node.to_string()),
-        state: found.map_or("missing", |c| state_name(c.state)).to_string(),
+        state: found.map_or("missing", |c| c.state.as_str()).to_string(),
         health: found.map(|c| c.health),
         chain_id: probe.as_ref().and_then(|p| p.chain_id.clone()),
         chain_matches: None,
@@ -324,7 +313,7 @@ fn container_status(
     status.chain_matches = status.chain_id.as_ref().map(|id| id == chain.as_str());
     status.problem = match found {
         None => Some("missing".into()),
-        Some(c) if c.state != ContainerState::Running => Some(state_name(c.state).to_string()),
+        Some(c) if c.state != ContainerState::Running => Some(c.state.as_str().to_string()),
         Some(_) if status.chain_matches == Some(false) => {
             Some(format!("reports chain {}, not the pinned one", status.chain_id.clone().unwrap_or_default()))
         }

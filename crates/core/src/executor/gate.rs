@@ -25,14 +25,7 @@ fn passes(c: &Container) -> bool {
 }
 
 fn describe(c: &Container) -> String {
-    let state = match c.state {
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Restarting => "restarting",
-        ContainerState::Exited => "exited",
-        ContainerState::Paused => "paused",
-        ContainerState::Dead => "dead",
-    };
+    let state = c.state.as_str();
     let health = match c.health {
         Health::None => "none",
         Health::Starting => "starting",
