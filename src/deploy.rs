@@ -5,6 +5,7 @@
 //! lock is held from the refresh that a plan is based on until the apply that executes it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use peerfleet_core::actual::ActualState;
 use peerfleet_core::executor::{self, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, Reporter};
@@ -13,7 +14,7 @@ use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Pl
 use peerfleet_core::refresh::{self, RefreshError};
 use peerfleet_core::resource::{Actual, Desired};
 use peerfleet_core::seal::{self, SealKey};
-use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError};
+use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError, keep_renewed};
 
 use crate::connect::{self, ConnectError, ConnectOptions, Connected};
 
@@ -100,18 +101,33 @@ pub enum DeployError {
     Stale(String),
 }
 
-/// One network, its state file, and how to reach its providers.
-#[derive(Debug, Clone)]
+/// One network, its state store, and how to reach its providers.
+#[derive(Clone)]
 pub struct Deployment {
     network: Network,
-    store: LocalStateFile,
+    store: Arc<dyn StateBackend>,
     connect: ConnectOptions,
 }
 
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("network", &self.network.name)
+            .field("store", &self.store.location())
+            .field("connect", &self.connect)
+            .finish()
+    }
+}
+
 impl Deployment {
-    /// A deployment of `network` whose state lives at `state_path`.
+    /// A deployment of `network` whose state lives in the local file at `state_path`.
     pub fn new(network: Network, state_path: impl Into<PathBuf>) -> Self {
-        Deployment { network, store: LocalStateFile::new(state_path), connect: ConnectOptions::default() }
+        Self::with_store(network, Arc::new(LocalStateFile::new(state_path)))
+    }
+
+    /// A deployment of `network` whose state lives in `store` (a local file, S3, memory).
+    pub fn with_store(network: Network, store: Arc<dyn StateBackend>) -> Self {
+        Deployment { network, store, connect: ConnectOptions::default() }
     }
 
     /// Lets the node binary be built with `cargo build -p peerfleet-node` in `dir` when it is not
@@ -126,9 +142,9 @@ impl Deployment {
         &self.network
     }
 
-    /// The state file.
-    pub fn store(&self) -> &LocalStateFile {
-        &self.store
+    /// The state store.
+    pub fn store(&self) -> &dyn StateBackend {
+        self.store.as_ref()
     }
 
     fn connect_options(&self, only: Option<Layer>) -> ConnectOptions {
@@ -210,7 +226,9 @@ impl Deployment {
     ) -> Result<Applied, DeployError> {
         let operation = if request.plan.destroy { "destroy" } else { "apply" };
         let lock_options = LockOptions { timeout: request.lock_timeout, ..LockOptions::default() };
-        let mut lock = self.store.lock(operation, &lock_options).await?;
+        // A leased lock (S3) is renewed in the background from here on: through refresh, the
+        // confirmation prompt and every step.
+        let mut lock = keep_renewed(self.store.lock(operation, &lock_options).await?);
         if let Some(abandoned) = lock.took_over() {
             tracing::warn!("took over an abandoned state lock: {abandoned}");
         }
@@ -283,7 +301,7 @@ impl Deployment {
         let outcome = executor::apply_locked(
             plan,
             &connected.providers,
-            &self.store,
+            self.store.as_ref(),
             lock,
             &options,
             reporter,

@@ -94,18 +94,26 @@ fn apply_without_a_terminal_or_auto_approve_refuses_clearly() {
 }
 
 #[test]
-fn a_held_lock_fails_at_once_naming_its_holder_and_force_unlock_removes_it() {
+fn a_held_lock_fails_at_once_naming_its_holder_and_force_unlock_never_breaks_it() {
+    use peerfleet::core::state::{LocalStateFile, LockInfo, LockOptions, StateBackend};
     let (dir, _) = local_spec("cli-lock", 9);
     let state = dir.path().join(".peerfleet/cli-lock.state.json");
-    fs::create_dir_all(state.parent().unwrap()).unwrap();
-    let lock =
-        peerfleet::core::state::LockInfo::for_this_process("apply", std::time::Duration::from_secs(600));
-    fs::write(format!("{}.lock", state.display()), serde_json::to_vec(&lock).unwrap()).unwrap();
+    // This test process holds the lock, as a running apply would.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = rt.block_on(LocalStateFile::new(&state).lock("apply", &LockOptions::default())).unwrap();
     let started = std::time::Instant::now();
     let (code, _, err) = parts(&peerfleet(dir.path(), &["apply", "-f", "network.toml", "--auto-approve"]));
     assert_eq!(code, 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "must fail at once");
     assert!(err.contains(&format!("pid {}", std::process::id())), "the holder is named: {err}");
+    // A live holder's local lock is never forced.
+    let (code, _, err) = parts(&peerfleet(dir.path(), &["force-unlock", "-f", "network.toml"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("still running"), "{err}");
+    rt.block_on(held.release()).unwrap();
+    // A lock file a dead run left behind is tidied away.
+    let ghost = LockInfo::without_lease("apply");
+    std::fs::write(format!("{}.lock", state.display()), serde_json::to_vec(&ghost).unwrap()).unwrap();
     let (code, out, _) = parts(&peerfleet(dir.path(), &["force-unlock", "-f", "network.toml"]));
     assert_eq!(code, 0);
     assert!(out.contains("Removed the lock"), "{out}");

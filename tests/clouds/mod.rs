@@ -195,7 +195,8 @@ fn digitalocean_machine_layer_through_the_cli_creates_updates_replaces_adopts_an
     child.kill().unwrap();
     child.wait().unwrap();
     let before_rerun = s.droplets().len();
-    ok(run(dir, &env, &["force-unlock", "-f", "network.toml"]));
+    // The killed run's lock died with it (an operating-system lock): no force-unlock, no lease to
+    // wait out; a lock still held would fail this apply at once.
     ok(run(dir, &env, &["apply", "-f", "network.toml", "--only", "machines", "--auto-approve"]));
     let droplets = s.droplets();
     assert_eq!(droplets.len(), 5, "adopted {before_rerun} droplets from the crash, created only the rest");

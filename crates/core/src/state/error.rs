@@ -88,6 +88,13 @@ pub enum StateErrorKind {
         /// The network the spec declares.
         spec: String,
     },
+    /// A local lock held by a live process: there is nothing to force, since the operating system
+    /// frees it the instant that process exits.
+    #[error(
+        "locked by {0}, which is still running; a local lock is freed the moment its holder exits, so \
+         stop that process (or wait for it) instead of forcing the lock"
+    )]
+    HeldByRunningProcess(Box<LockInfo>),
     /// An injected failure of the in-memory backend (tests).
     #[error("injected write failure")]
     Injected,
@@ -112,7 +119,9 @@ impl StateError {
     /// The holder, when the error is that someone else holds the lock.
     pub fn lock_holder(&self) -> Option<&LockInfo> {
         match &self.kind {
-            StateErrorKind::Locked(h) | StateErrorKind::LockTimeout { holder: h, .. } => Some(h),
+            StateErrorKind::Locked(h)
+            | StateErrorKind::LockTimeout { holder: h, .. }
+            | StateErrorKind::HeldByRunningProcess(h) => Some(h),
             StateErrorKind::LockLost(h) => h.as_deref(),
             _ => None,
         }

@@ -112,12 +112,12 @@ impl StateBackend for MemoryState {
     }
 
     async fn lock(&self, operation: &str, options: &LockOptions) -> Result<Box<dyn StateLock>, StateError> {
-        let (info, took_over) = lock::acquire(self, operation, options).await?;
+        let acquired = lock::acquire(self, operation, options).await?;
         Ok(Box::new(MemoryLock {
             backend: self.clone(),
             lease: options.lease,
-            info,
-            took_over,
+            info: acquired.info,
+            took_over: acquired.took_over,
             released: false,
         }))
     }
@@ -127,29 +127,36 @@ impl StateBackend for MemoryState {
     }
 }
 
+#[async_trait]
 impl LockSlot for MemoryState {
+    type Guard = ();
+
     fn location(&self) -> String {
         LOCATION.to_string()
     }
 
-    fn try_create(&self, info: &LockInfo) -> Result<Attempt, StateError> {
+    fn leased(&self) -> bool {
+        true
+    }
+
+    async fn try_create(&self, info: &LockInfo) -> Result<Attempt<()>, StateError> {
         let mut inner = self.inner();
         match &inner.lock {
             Some(holder) => Ok(Attempt::Held(holder.clone())),
             None => {
                 inner.lock = Some(info.clone());
-                Ok(Attempt::Acquired)
+                Ok(Attempt::Acquired(()))
             }
         }
     }
 
-    fn take_over(&self, expired: &LockInfo) -> Result<bool, StateError> {
+    async fn take_over(&self, expired: &LockInfo, ours: &LockInfo) -> Result<Option<()>, StateError> {
         let mut inner = self.inner();
         if inner.lock.as_ref().is_some_and(|h| h.id == expired.id) {
-            inner.lock = None;
-            return Ok(true);
+            inner.lock = Some(ours.clone());
+            return Ok(Some(()));
         }
-        Ok(false)
+        Ok(None)
     }
 }
 
@@ -184,11 +191,15 @@ impl StateLock for MemoryLock {
         self.took_over.as_ref()
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        Some(self.lease)
+    }
+
     async fn renew(&mut self) -> Result<(), StateError> {
         let mut inner = self.backend.inner();
         match &mut inner.lock {
             Some(h) if h.id == self.info.id => {
-                h.lease_expires_at = Timestamp::now().plus(self.lease);
+                h.lease_expires_at = Some(Timestamp::now().plus(self.lease));
                 self.info = h.clone();
                 Ok(())
             }

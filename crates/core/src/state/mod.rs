@@ -8,7 +8,8 @@
 //! identify a version of the state, which is how apply refuses a plan made from an older one.
 //!
 //! Storage is behind [`StateBackend`]: [`LocalStateFile`] (a JSON file, atomically replaced, mode
-//! 0600, locked by a `.lock` file with a lease) and [`MemoryState`] (in memory, same semantics).
+//! 0600, locked by an operating-system lock on a `.lock` file) and [`MemoryState`] (in memory, with a
+//! leased lock like a shared store's, whose holder renews it in the background: [`keep_renewed`]).
 //!
 //! # Typical use
 //! ```no_run
@@ -45,7 +46,7 @@ use crate::resource::Actual;
 pub use crate::provider::Secret;
 pub use error::{StateError, StateErrorKind};
 pub use local::{LocalStateFile, MAX_STATE_BYTES, force_unlock};
-pub use lock::{LockInfo, LockOptions, StateLock};
+pub use lock::{Acquired, Attempt, LockInfo, LockOptions, LockSlot, StateLock, acquire, keep_renewed};
 pub use memory::MemoryState;
 pub use time::Timestamp;
 
@@ -250,9 +251,13 @@ pub struct Intent {
 ///
 /// # Guarantees an implementation gives
 /// - `write` replaces the stored state as a whole, atomically: a reader or a crash never sees a mix.
+/// - A store shared between machines (S3) makes `write` conditional on the version this handle last
+///   loaded or wrote: if another writer saved meanwhile, the write fails with
+///   [`StateErrorKind::Conflict`] and stores nothing, so a stale run can never overwrite a newer state.
 /// - `lock` gives at most one holder at a time; a held lock fails at once (or after
 ///   [`LockOptions::timeout`]) with [`StateErrorKind::Locked`]/[`StateErrorKind::LockTimeout`] naming
-///   the holder; a lock whose lease expired may be taken over.
+///   the holder. A dead holder's lock is free at once (operating-system lock) or once its lease
+///   expired (leased lock, [`StateLock::lease`]), when it may be taken over.
 ///
 /// # Assumptions
 /// Callers write only while holding the lock (the executor does).

@@ -325,46 +325,84 @@ mod local_file {
         assert!(err.to_string().contains("still locked by") && err.to_string().contains("destroy"), "{err}");
     }
 
-    fn abandoned_lock(path: &Path) -> LockInfo {
-        let mut ghost = LockInfo::for_this_process("apply", Duration::ZERO);
+    fn leftover_lock(path: &Path) -> LockInfo {
+        let mut ghost = LockInfo::without_lease("apply");
         ghost.pid = 999_999;
         ghost.host = "crashed-host".into();
         ghost.created_at = Timestamp::parse("2020-01-01T00:00:00Z").unwrap();
-        ghost.lease_expires_at = Timestamp::parse("2020-01-01T00:02:00Z").unwrap();
         std::fs::write(path, serde_json::to_vec(&ghost).unwrap()).unwrap();
         ghost
     }
 
     #[tokio::test]
-    async fn an_expired_lease_is_taken_over() {
+    async fn a_lock_file_left_by_a_dead_run_is_free_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateFile::new(dir.path().join("s.json"));
-        let ghost = abandoned_lock(&store.lock_path());
+        leftover_lock(&store.lock_path());
+        let started = std::time::Instant::now();
         let lock = in_time(store.lock("apply", &LockOptions::default())).await.unwrap();
-        assert_eq!(lock.took_over(), Some(&ghost));
-        assert_eq!(lock.info().pid, std::process::id());
+        assert!(started.elapsed() < Duration::from_secs(1), "no lease to wait for");
+        assert!(lock.took_over().is_none() && lock.lease().is_none());
         let on_disk: LockInfo = serde_json::from_slice(&std::fs::read(store.lock_path()).unwrap()).unwrap();
         assert_eq!(&on_disk, lock.info());
         assert_eq!(dir_entries(dir.path()), ["s.json.lock"]);
     }
 
+    /// Not a test of its own: the child process of
+    /// `a_holder_killed_with_sigkill_frees_the_lock_at_once`, which runs it with
+    /// `PEERFLEET_LOCK_CHILD` set to a state path. It takes the lock, says so, and waits to be killed.
     #[tokio::test]
-    async fn renewing_extends_the_lease_and_notices_a_take_over() {
+    #[ignore = "run as a child process by a_holder_killed_with_sigkill_frees_the_lock_at_once"]
+    async fn lock_holder_child() {
+        let path = std::env::var("PEERFLEET_LOCK_CHILD").expect("run by the parent test only");
+        let lock = LocalStateFile::new(path).lock("apply", &LockOptions::default()).await.unwrap();
+        println!("LOCKED {}", lock.info().pid);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "state::tests::local_file::lock_holder_child", "--ignored", "--nocapture"])
+            .env("PEERFLEET_LOCK_CHILD", &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let locked = lines.find_map(|l| l.ok().filter(|l| l.starts_with("LOCKED "))).expect("child locked");
+        assert_eq!(locked, format!("LOCKED {}", child.id()));
+
+        let store = LocalStateFile::new(&path);
+        let err = in_time(store.lock("apply", &LockOptions::default())).await.err().unwrap();
+        assert_eq!(err.lock_holder().map(|h| h.pid), Some(child.id()), "{err}");
+        let refused = force_unlock(&path).unwrap_err();
+        assert!(matches!(refused.kind(), StateErrorKind::HeldByRunningProcess(_)), "{refused}");
+        assert!(refused.to_string().contains(&format!("pid {}", child.id())), "{refused}");
+
+        child.kill().unwrap(); // SIGKILL: no destructor, no cleanup in the child
+        child.wait().unwrap();
+        let started = std::time::Instant::now();
+        let lock = in_time(store.lock("apply", &LockOptions::default())).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1), "no lease, no force-unlock");
+        assert_eq!(lock.info().pid, std::process::id());
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_removed_by_hand_is_noticed_on_renew() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateFile::new(dir.path().join("s.json"));
-        let options = LockOptions { lease: Duration::from_secs(60), ..Default::default() };
-        let mut lock = store.lock("apply", &options).await.unwrap();
-        let first = lock.info().lease_expires_at;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut lock = store.lock("apply", &LockOptions::default()).await.unwrap();
         lock.renew().await.unwrap();
-        assert!(lock.info().lease_expires_at > first);
-
-        // Someone force-unlocks and takes the lock: our renewal must fail, and our release must not
-        // remove their lock.
-        store.force_unlock().await.unwrap();
-        let theirs = store.lock("apply", &options).await.unwrap();
+        std::fs::remove_file(store.lock_path()).unwrap();
+        let theirs = store.lock("apply", &LockOptions::default()).await.unwrap();
         let err = lock.renew().await.unwrap_err();
         assert!(matches!(err.kind(), StateErrorKind::LockLost(Some(_))), "{err}");
+        // Our release must not remove their lock.
         lock.release().await.unwrap();
         assert!(store.lock_path().exists());
         drop(theirs);
@@ -372,20 +410,23 @@ mod local_file {
     }
 
     #[tokio::test]
-    async fn force_unlock_removes_the_lock_and_names_who_held_it() {
+    async fn force_unlock_tidies_a_leftover_and_never_breaks_a_live_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateFile::new(dir.path().join("s.json"));
         assert_eq!(force_unlock(store.path()).unwrap(), None);
-        let held = store.lock("apply", &LockOptions::default()).await.unwrap();
-        let info = held.info().clone();
-        std::mem::forget(held); // the holder "crashed": no release
-        assert_eq!(force_unlock(store.path()).unwrap(), Some(info));
+        let ghost = leftover_lock(&store.lock_path());
+        assert_eq!(force_unlock(store.path()).unwrap(), Some(ghost));
         assert!(!store.lock_path().exists());
-        store.lock("apply", &LockOptions::default()).await.unwrap();
+
+        let held = store.lock("apply", &LockOptions::default()).await.unwrap();
+        let err = force_unlock(store.path()).unwrap_err();
+        assert_eq!(err.lock_holder(), Some(held.info()), "{err}");
+        assert!(err.to_string().contains("still running"), "{err}");
+        assert!(store.lock_path().exists());
     }
 
     #[tokio::test]
-    async fn an_unreadable_lock_file_is_reported_not_ignored() {
+    async fn a_lock_file_peerfleet_did_not_write_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateFile::new(dir.path().join("s.json"));
         std::fs::write(store.lock_path(), b"garbage").unwrap();
@@ -398,6 +439,18 @@ mod local_file {
         assert_eq!(std::fs::read(store.lock_path()).unwrap(), b"garbage");
         std::fs::remove_file(store.lock_path()).unwrap();
         store.lock("apply", &LockOptions::default()).await.unwrap();
+    }
+
+    #[test]
+    fn a_holder_without_a_user_name_is_named_by_pid_and_host() {
+        let mut info = LockInfo::without_lease("apply");
+        info.owner = String::new();
+        info.host = "build-7".into();
+        let text = info.to_string();
+        assert!(text.starts_with(&format!("pid {} on host build-7, running `apply`", info.pid)), "{text}");
+        assert!(!text.contains("unknown") && !text.contains("lease"), "{text}");
+        info.owner = "alice".into();
+        assert!(info.to_string().contains("(user alice)"));
     }
 
     #[tokio::test]
@@ -427,5 +480,29 @@ mod memory_backend {
         store.set_holder(Some(ghost.clone()));
         let lock = in_time(store.lock("apply", &LockOptions::default())).await.unwrap();
         assert_eq!(lock.took_over(), Some(&ghost));
+    }
+
+    #[tokio::test]
+    async fn a_kept_renewed_lock_outlives_its_lease_while_the_holder_is_busy() {
+        let store = MemoryState::new();
+        let options = LockOptions { lease: Duration::from_millis(300), ..Default::default() };
+        let lock = keep_renewed(store.lock("apply", &options).await.unwrap());
+        // Three leases pass without the holder doing anything (a confirmation prompt waits).
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let err = store.lock("apply", &options).await.err().unwrap();
+        assert!(matches!(err.kind(), StateErrorKind::Locked(_)), "{err}");
+        lock.release().await.unwrap();
+        assert_eq!(store.holder(), None);
+    }
+
+    #[tokio::test]
+    async fn a_kept_renewed_lock_reports_a_take_over_on_its_next_renew() {
+        let store = MemoryState::new();
+        let options = LockOptions { lease: Duration::from_millis(150), ..Default::default() };
+        let mut lock = keep_renewed(store.lock("apply", &options).await.unwrap());
+        store.set_holder(Some(LockInfo::for_this_process("apply", Duration::from_secs(60))));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let err = lock.renew().await.unwrap_err();
+        assert!(matches!(err.kind(), StateErrorKind::LockLost(Some(_))), "{err}");
     }
 }
