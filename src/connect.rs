@@ -26,9 +26,13 @@ pub struct ConnectOptions {
     /// Whether containers will be listed or created (builds the engine connector and the reference
     /// image). `false` for `--only machines`.
     pub containers: bool,
-    /// A workspace whose `cargo build -p peerfleet-node` can produce the node binary when it is not
-    /// installed beside the running executable (examples pass their `CARGO_MANIFEST_DIR`).
+    /// A workspace whose `cargo build -p peerfleet-node --example peerfleet-node` can produce the node binary
+    /// when it is not installed beside the running executable (examples pass their
+    /// `CARGO_MANIFEST_DIR`).
     pub workspace_dir: Option<PathBuf>,
+    /// The `peerfleet-node` binary to build the reference image from, chosen by the embedding
+    /// program; `None`: found by [`peerfleet_docker::locate_node_binary`].
+    pub node_binary: Option<PathBuf>,
 }
 
 /// The providers of one run, and what was built on the way.
@@ -58,6 +62,38 @@ pub enum ConnectError {
     /// The reference node binary or image is not available.
     #[error("the reference node image cannot be prepared: {0}")]
     NodeImage(peerfleet_docker::Error),
+    /// The network uses a provider this build of peerfleet does not include (a cargo feature).
+    #[error(
+        "the network uses {provider}, but this peerfleet was built without the {provider} provider: \
+         build it with the cargo feature `{provider}` (on by default: `cargo install peerfleet` has it)"
+    )]
+    NotBuiltIn {
+        /// The provider.
+        provider: ProviderKind,
+    },
+}
+
+/// The providers this build includes: `local` always, the clouds by cargo feature.
+pub fn built_in() -> BTreeSet<ProviderKind> {
+    let mut kinds = BTreeSet::from([ProviderKind::Local]);
+    if cfg!(feature = "aws") {
+        kinds.insert(ProviderKind::Aws);
+    }
+    if cfg!(feature = "digitalocean") {
+        kinds.insert(ProviderKind::DigitalOcean);
+    }
+    kinds
+}
+
+/// Refuses, before anything connects, a run that needs a provider missing from `built`.
+fn ensure_built_in(
+    needed: &BTreeSet<ProviderKind>,
+    built: &BTreeSet<ProviderKind>,
+) -> Result<(), ConnectError> {
+    match needed.difference(built).next() {
+        Some(&provider) => Err(ConnectError::NotBuiltIn { provider }),
+        None => Ok(()),
+    }
 }
 
 /// The provider kinds a run needs: the spec's clusters plus whatever state still remembers.
@@ -105,12 +141,16 @@ pub async fn connect(
     options: &ConnectOptions,
 ) -> Result<Connected, ConnectError> {
     let kinds = kinds_needed(network, state);
+    ensure_built_in(&kinds, &built_in())?;
     let mut providers = Providers::new();
     let ca = ca_from_state(network, state)?.map(Arc::new);
 
     let reference_image = if options.containers {
-        let binary = peerfleet_docker::locate_node_binary(options.workspace_dir.as_deref())
-            .map_err(ConnectError::NodeImage)?;
+        let binary = match &options.node_binary {
+            Some(path) => path.clone(),
+            None => peerfleet_docker::locate_node_binary(options.workspace_dir.as_deref())
+                .map_err(ConnectError::NodeImage)?,
+        };
         Some(Arc::new(peerfleet_docker::reference_image(&binary).map_err(ConnectError::NodeImage)?))
     } else {
         None
@@ -129,10 +169,12 @@ pub async fn connect(
         connector = connector.with_local_engine(engine);
         local = Some(nodes);
     }
+    #[cfg(feature = "aws")]
     if kinds.contains(&ProviderKind::Aws) {
         let settings = peerfleet_aws::AwsSettings::default().with_network_profiles(network)?;
         providers = providers.with_machines(Arc::new(peerfleet_aws::AwsProvider::new(settings)));
     }
+    #[cfg(feature = "digitalocean")]
     if kinds.contains(&ProviderKind::DigitalOcean) {
         providers =
             providers.with_machines(Arc::new(peerfleet_digitalocean::DigitalOceanProvider::from_env()?));
@@ -148,4 +190,29 @@ pub async fn connect(
         providers = providers.with_engines(Arc::new(connector));
     }
     Ok(Connected { providers, reference_image, local })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_on_a_provider_left_out_of_the_build_is_refused_naming_the_feature() {
+        let needed = BTreeSet::from([ProviderKind::Local, ProviderKind::Aws]);
+        let local_only = BTreeSet::from([ProviderKind::Local]);
+        let e = ensure_built_in(&needed, &local_only).unwrap_err();
+        assert!(matches!(e, ConnectError::NotBuiltIn { provider: ProviderKind::Aws }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("built without the aws provider"), "{text}");
+        assert!(text.contains("cargo feature `aws`"), "{text}");
+        assert!(ensure_built_in(&needed, &BTreeSet::from([ProviderKind::Local, ProviderKind::Aws])).is_ok());
+    }
+
+    #[test]
+    fn this_build_has_the_providers_its_features_name() {
+        let built = built_in();
+        assert!(built.contains(&ProviderKind::Local));
+        assert_eq!(built.contains(&ProviderKind::Aws), cfg!(feature = "aws"));
+        assert_eq!(built.contains(&ProviderKind::DigitalOcean), cfg!(feature = "digitalocean"));
+    }
 }

@@ -130,10 +130,19 @@ impl Deployment {
         Deployment { network, store, connect: ConnectOptions::default() }
     }
 
-    /// Lets the node binary be built with `cargo build -p peerfleet-node` in `dir` when it is not
-    /// installed beside the running executable (examples run from the source tree pass theirs).
+    /// Lets the node binary be built with `cargo build -p peerfleet-node --example peerfleet-node` in `dir`
+    /// when it is not installed beside the running executable (examples run from the source tree
+    /// pass theirs).
     pub fn with_workspace(mut self, dir: impl Into<PathBuf>) -> Self {
         self.connect.workspace_dir = Some(dir.into());
+        self
+    }
+
+    /// Builds the reference node image from this `peerfleet-node` binary. For programs that embed
+    /// the crates: `cargo install peerfleet` installs the binary (its path, or `PEERFLEET_NODE_BIN`,
+    /// works as well); without either, the binary is looked for beside the running program.
+    pub fn with_node_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.connect.node_binary = Some(path.into());
         self
     }
 

@@ -17,10 +17,18 @@
 //! ```
 //!
 //! The crates underneath are re-exported: [`core`] (spec, placement, planner, executor, state — no
-//! network code), [`docker`], [`aws`], [`digitalocean`] (providers) and [`node`] (the reference node).
+//! network code), `docker`, `aws`, `digitalocean` (providers) and `node` (the reference node).
+//!
+//! # Features
+//! `aws` and `digitalocean` (both on by default) build those providers in. Without one, a network that
+//! uses it fails to connect with [`ConnectError::NotBuiltIn`]; the local Docker engine is always
+//! there. A tool that only deploys locally turns both off and skips compiling the AWS SDK, most of a
+//! build.
 
+#[cfg(feature = "aws")]
 pub use peerfleet_aws as aws;
 pub use peerfleet_core as core;
+#[cfg(feature = "digitalocean")]
 pub use peerfleet_digitalocean as digitalocean;
 pub use peerfleet_docker as docker;
 pub use peerfleet_node as node;

@@ -44,3 +44,56 @@ pub fn local_spec(name: &str, relays: u32) -> (tempfile::TempDir, PathBuf) {
         .expect("copy genesis");
     (dir, spec)
 }
+
+/// Clears what a test must not inherit for a CLI run: cloud credentials and endpoints, and `RUST_LOG`;
+/// and keeps the AWS SDK from reaching for instance metadata (a link-local address).
+pub fn without_cloud_env(cmd: &mut Command) -> &mut Command {
+    for key in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "DIGITALOCEAN_TOKEN",
+        "DIGITALOCEAN_ACCESS_TOKEN",
+        "DIGITALOCEAN_API_URL",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+/// Runs `command` to completion with stdout and stderr captured, killing it and failing the test if
+/// it takes longer than `limit`: a hung child must fail the test, not stall the suite.
+pub fn bounded(command: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!("{command:?} did not finish within {limit:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}

@@ -5,7 +5,9 @@
 
 mod cli;
 mod clouds;
+mod first_hour;
 mod hostile;
 mod local;
+mod node;
 mod secrets;
 mod support;

@@ -39,6 +39,14 @@ pub enum Command {
     /// Genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Print a shell completion script, e.g. `peerfleet completions bash > /etc/bash_completion.d/peerfleet`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `peerfleet man > peerfleet.1`.
+    Man,
 }
 
 /// `-f FILE`.

@@ -1,7 +1,10 @@
 //! The `peerfleet` command: argument parsing, confirmation, output, exit codes. Everything that
 //! touches infrastructure goes through the library's [`peerfleet::Deployment`].
 
+mod about;
+mod advice;
 mod args;
+mod logging;
 mod progress;
 mod show;
 
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use peerfleet::core::executor::{ApplyOutcome, Interrupt, InterruptLevel};
 use peerfleet::core::input;
 use peerfleet::core::network::{ChainId, Network};
@@ -21,6 +24,8 @@ use peerfleet::core::spec;
 use peerfleet::core::state::{self, default_state_path};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
 
+use progress::LazyProgress;
+
 use args::{
     ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, GraphArgs, OnlyLayer, PlanArgs, ScaleArgs,
     ShowArgs, StateArgs,
@@ -28,8 +33,8 @@ use args::{
 
 /// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    let cli = parse();
+    logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,50 +42,43 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let spec = spec_file(&cli.command);
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // Errors quote what they were given (file contents, names): never raw to a terminal.
-            let message = spec::terminal_safe(&format!("{e:#}"));
+            // One line with the next step; quoted input (file contents, names) never raw to a terminal.
+            let message = advice::message(&e, spec.as_deref());
             eprintln!("{} {message}", Style::detect(std::io::stderr().is_terminal()).bold("Error:"));
             ExitCode::from(1)
         }
     }
 }
 
-/// Targets that log whole requests at trace level: a `RunInstances` body carries the machine's user
-/// data, whose TLS key must never reach a log. They are capped at `debug` whatever `-v` or `RUST_LOG`
-/// asks for.
-/// peerfleet's own crates: the only ones `-v`/`-vv` make more talkative.
-const OUR_CRATES: [&str; 5] =
-    ["peerfleet", "peerfleet_core", "peerfleet_docker", "peerfleet_aws", "peerfleet_digitalocean"];
-
-/// The log filter for `-v` count `verbose`: dependencies stay at `warn` (`info` from `-v` on) and
-/// never go lower, because the SDK, HTTP and Docker clients log whole request bodies at debug and
-/// trace (container env, user data). `RUST_LOG`, when set, is the operator's explicit choice.
-fn log_filter(verbose: u8) -> String {
-    let (ours, deps) = match verbose {
-        0 => ("warn", "warn"),
-        1 => ("debug", "info"),
-        _ => ("trace", "info"),
-    };
-    let mut directives = vec![deps.to_string()];
-    directives.extend(OUR_CRATES.iter().map(|c| format!("{c}={ours}")));
-    directives.join(",")
+/// The spec file a command works on, for the next step an error suggests.
+fn spec_file(command: &Command) -> Option<std::path::PathBuf> {
+    match command {
+        Command::Validate(a) => Some(a.file.clone()),
+        Command::Plan(a) => Some(a.planning.target.spec.file.clone()),
+        Command::Apply(a) => Some(a.planning.target.spec.file.clone()),
+        Command::Destroy(a) => Some(a.target.spec.file.clone()),
+        Command::Show(a) => Some(a.target.spec.file.clone()),
+        Command::Scale(a) => Some(a.target.spec.file.clone()),
+        Command::Graph(a) => Some(a.target.spec.file.clone()),
+        Command::ForceUnlock(a) => Some(a.spec.file.clone()),
+        _ => None,
+    }
 }
 
-fn init_tracing(verbose: u8) {
-    use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(verbose)));
-    // Colour only for a person at a terminal: a file or a pipe gets plain text.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+/// Parses the arguments; `--version` also names the node image, which costs reading the node binary,
+/// so it is only worked out when asked for.
+fn parse() -> Cli {
+    let mut command = Cli::command();
+    if std::env::args_os().any(|a| a == "-V" || a == "--version") {
+        // Parsed once per process: leaking the string is how clap takes an owned version.
+        let version: &'static str = Box::leak(about::long_version().into_boxed_str());
+        command = command.version(version).long_version(version);
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -94,12 +92,14 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Scale(a) => scale(a).await,
         Command::ForceUnlock(a) => force_unlock(a),
         Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),
+        Command::Completions { shell } => about::completions(shell, &mut std::io::stdout()).map(|()| 0),
+        Command::Man => about::man(&mut std::io::stdout()).map(|()| 0),
     }
 }
 
 fn load(path: &Path) -> Result<Network> {
-    // Spec errors carry file, line, column and field; print them as they are.
-    spec::load(path).map_err(|e| anyhow!("{e}"))
+    // Spec errors carry file, line, column and field; print them as they are, one per line.
+    spec::load(path).map_err(|e| advice::SpecProblems(e.to_string()).into())
 }
 
 fn deployment(target: &StateArgs) -> Result<Deployment> {
@@ -277,13 +277,10 @@ async fn run_apply(
     json: bool,
     what: &'static str,
 ) -> Result<u8> {
-    let mut confirm = confirmer(auto_approve, json, what)?;
-    let progress = std::sync::OnceLock::new();
-    let reporter = LazyProgress { progress: &progress, json };
-    let applied = d.apply(&request, &mut confirm, &reporter, watch_interrupts()).await?;
-    if let Some(p) = progress.get() {
-        p.finish();
-    }
+    let progress = LazyProgress::new(json);
+    let mut confirm = progress.confirming(confirmer(auto_approve, json, what)?);
+    let applied = d.apply(&request, &mut confirm, &progress, watch_interrupts()).await?;
+    progress.finish();
     match applied {
         Applied::NothingToDo(prepared) => {
             warn_all(&prepared);
@@ -299,19 +296,6 @@ async fn run_apply(
             Ok(1)
         }
         Applied::Ran(prepared, outcome) => report(&prepared, &outcome, json, what),
-    }
-}
-
-/// Creates the progress display on the first event, once the plan is confirmed.
-struct LazyProgress<'a> {
-    progress: &'a std::sync::OnceLock<progress::Progress>,
-    json: bool,
-}
-
-impl peerfleet::core::executor::Reporter for LazyProgress<'_> {
-    fn event(&self, event: &peerfleet::core::executor::ApplyEvent) {
-        let terminal = std::io::stderr().is_terminal() && !self.json;
-        self.progress.get_or_init(|| progress::Progress::new(terminal, 0)).event(event);
     }
 }
 
@@ -497,24 +481,4 @@ fn genesis_new(name: &str, out: Option<&Path>) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dependencies_never_log_below_info_however_verbose() {
-        for verbose in 0..=3 {
-            let filter = log_filter(verbose);
-            let mut directives = filter.split(',');
-            let deps = directives.next().unwrap_or_default();
-            assert!(deps == "warn" || deps == "info", "{filter}");
-            assert!(
-                directives.all(|d| OUR_CRATES.iter().any(|c| d.starts_with(&format!("{c}=")))),
-                "only our crates get more: {filter}"
-            );
-        }
-        assert!(log_filter(2).contains("peerfleet_docker=trace"));
-    }
 }

@@ -12,7 +12,7 @@ use peerfleet::core::network::ProviderKind;
 use peerfleet::core::provider::MachineProvider;
 use peerfleet_digitalocean_testserver::{Config, TestServer, Timing};
 
-use crate::support::{parts, root};
+use crate::support::{parts, root, without_cloud_env};
 
 const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 
@@ -47,21 +47,7 @@ fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
 fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
     cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).env("NO_COLOR", "1");
-    for key in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "DIGITALOCEAN_TOKEN",
-        "DIGITALOCEAN_ACCESS_TOKEN",
-        "DIGITALOCEAN_API_URL",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(key);
-    }
-    // Never reach for instance metadata (a link-local address) from a test.
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    without_cloud_env(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }

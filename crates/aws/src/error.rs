@@ -135,6 +135,8 @@ where
             let mut message = format!("{op} in {region} failed: {code} (HTTP {status}): {detail}");
             if kind == ErrorKind::Unauthorized {
                 message.push_str(&format!(" — {}", target.auth_hint()));
+            } else if let Some(next) = next_step(e.code(), region) {
+                message.push_str(&format!(" — {next}"));
             }
             // The SDK reads request IDs from headers only; EC2 puts them in the error body.
             let request_id = e
@@ -165,6 +167,18 @@ where
             PROVIDER,
             format!("{op} in {region} failed in transit: {}", source_text(&err)),
         ),
+    }
+}
+
+/// What a person does about an error code that is not an authorization failure, when that is clear:
+/// AMI IDs are per region, so an image copied from another region's spec is the usual cause.
+fn next_step(code: Option<&str>, region: &str) -> Option<String> {
+    match code? {
+        "InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable" | "InvalidAMIID.Malformed" => Some(format!(
+            "the cluster's `image` is not an image available in {region} (AMI IDs differ per region): \
+             set it to one that is, or remove it for the region's default image"
+        )),
+        _ => None,
     }
 }
 
@@ -226,6 +240,16 @@ mod tests {
         assert_eq!(kind_of(None, 502), ErrorKind::Transient);
         assert_eq!(kind_of(Some("InvalidParameterValue"), 400), ErrorKind::Invalid);
         assert_eq!(kind_of(None, 400), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn an_image_missing_in_the_region_says_to_set_or_remove_the_clusters_image() {
+        for code in ["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed"] {
+            let next = next_step(Some(code), "sa-east-1").unwrap_or_default();
+            assert!(next.contains("`image`") && next.contains("sa-east-1"), "{code}: {next}");
+        }
+        assert_eq!(next_step(Some("InvalidParameterValue"), "sa-east-1"), None);
+        assert_eq!(next_step(None, "sa-east-1"), None);
     }
 
     #[test]

@@ -243,11 +243,13 @@ pub async fn ensure_image(docker: &Docker, image: &ReferenceImage) -> Result<Ens
     }
 }
 
-/// Finds the `peerfleet-node` binary:
+/// Finds the `peerfleet-node` binary (shipped by the `peerfleet` package, so `cargo install` puts it
+/// beside the CLI):
 /// 1. `PEERFLEET_NODE_BIN`, when set;
 /// 2. when running under Cargo (`CARGO` is set) and `workspace_manifest_dir` is given (pass
-///    `env!("CARGO_MANIFEST_DIR")`), `cargo build -p peerfleet-node` in the profile this crate was
-///    built in, which is quick when nothing changed and never leaves a stale binary in use;
+///    `env!("CARGO_MANIFEST_DIR")`), `cargo build -p peerfleet-node --example peerfleet-node` in the
+///    profile this crate was built in: only the node crate's dependencies, quick when nothing changed,
+///    and never a stale binary in use;
 /// 3. `peerfleet-node` next to the running executable, or in its parent directory (examples and tests
 ///    run from subdirectories of the profile directory).
 ///
@@ -274,7 +276,8 @@ pub fn locate_node_binary(workspace_manifest_dir: Option<&Path>) -> Result<PathB
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         Error::NodeBinaryNotFound(format!(
-            "set {NODE_BIN_ENV}, run under cargo, or install it next to this program (tried {})",
+            "install it beside this program (`cargo install peerfleet` installs both) or set \
+             {NODE_BIN_ENV} to its path (tried {})",
             tried.join(", ")
         ))
     })
@@ -291,14 +294,14 @@ fn cargo_build_node(cargo: &Path, manifest_dir: &Path) -> Result<PathBuf, Error>
         "build",
         "-p",
         "peerfleet-node",
-        "--bin",
+        "--example",
         "peerfleet-node",
         "--message-format=json-render-diagnostics",
     ]);
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
-    let described = "cargo build -p peerfleet-node".to_string();
+    let described = "cargo build -p peerfleet-node --example peerfleet-node".to_string();
     let out =
         command.output().map_err(|e| Error::Command { command: described.clone(), detail: e.to_string() })?;
     if !out.status.success() {

@@ -21,6 +21,7 @@
 
 mod accept;
 mod chain;
+pub mod cli;
 mod config;
 pub mod genesis;
 pub mod http;

@@ -1,10 +1,14 @@
-//! `peerfleet-node`: runs the role named by `NODE_ROLE` (`run`, the default) or checks the local node's
-//! health (`probe`, for the container's health check). Built to be PID 1 of a scratch image.
+//! The `peerfleet-node` command: runs the role named by `NODE_ROLE` (`run`, the default) or checks
+//! the local node's health (`probe`, for the container's health check). Built to be PID 1 of a
+//! scratch image.
+//!
+//! It lives in the library so that any package can ship the binary with a two-line `main`: the
+//! `peerfleet` package does, so that one `cargo install` gives both the CLI and the node it deploys.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use peerfleet_node::Config;
+use crate::Config;
 
 const USAGE: &str = "usage: peerfleet-node [run | probe]
 
@@ -17,7 +21,8 @@ environment: NODE_ROLE (genesis|master|relay), CHAIN_ID, and per role
   relay:   GENESIS_URL, SEEDS (host:port,...), STATUS_PORT (26657)
   optional: NODE_ID, RUST_LOG";
 
-fn main() -> ExitCode {
+/// Runs the command with the process's arguments and environment.
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] | ["run"] => run(),
@@ -64,7 +69,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async { peerfleet_node::run(config, termination()).await }) {
+    match runtime.block_on(async { crate::run(config, termination()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -112,11 +117,10 @@ fn probe() -> ExitCode {
         }
     };
     let report = match runtime() {
-        Ok(runtime) => runtime.block_on(peerfleet_node::probe_report(&config)),
-        Err(e) => peerfleet_node::ProbeReport {
-            verdict: Err(format!("cannot start the async runtime: {e}")),
-            status: None,
-        },
+        Ok(runtime) => runtime.block_on(crate::probe_report(&config)),
+        Err(e) => {
+            crate::ProbeReport { verdict: Err(format!("cannot start the async runtime: {e}")), status: None }
+        }
     };
     // One line a person can read, one the engine's health log keeps for `peerfleet status`.
     match &report.verdict {

@@ -1,5 +1,6 @@
-//! The `peerfleet-node` binary as a container runs it: configured only by the environment given
-//! (everything else cleared: no HOME, no PATH), logging to stderr, stopping on SIGTERM.
+//! The `peerfleet-node` binary this package ships, as a container runs it: configured only by the
+//! environment given (everything else cleared: no HOME, no PATH), logging to stderr, stopping on
+//! SIGTERM.
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;

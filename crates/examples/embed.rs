@@ -37,7 +37,7 @@ impl Reporter for Counter {
 #[tokio::main]
 async fn main() -> Result<()> {
     // The chain: a genesis block of our own. Its sha256 is the chain ID.
-    let genesis = include_bytes!("genesis.json").to_vec();
+    let genesis = include_bytes!("../../examples/genesis.json").to_vec();
     let mut builder = NetworkBuilder::new("embedded-demo").genesis(genesis);
     for city in ["Frankfurt", "Singapore", "Oregon"] {
         let name = city.to_lowercase();

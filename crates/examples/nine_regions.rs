@@ -5,14 +5,14 @@
 //! cargo run --example nine_regions
 //! ```
 //!
-//! With AWS credentials *and* a DigitalOcean token in the environment it deploys
-//! `examples/nine_regions.toml` to AWS EC2 and DigitalOcean. Without them it deploys the same network
-//! on virtual nodes of the local Docker engine (`examples/nine_regions_local.toml`). It plans, applies
+//! It deploys the network on virtual nodes of the local Docker engine (`examples/nine_regions_local.toml`),
+//! and builds without the cloud providers for that. Built with `--features cloud`, and with AWS
+//! credentials *and* a DigitalOcean token in the environment, it deploys `examples/nine_regions.toml`
+//! to AWS EC2 and DigitalOcean instead. It plans, applies
 //! with progress, prints the topology, and says how to tear it down. Run it again: no changes.
 //! Without a Docker engine it says so and prints the plan.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -56,16 +56,32 @@ fn cloud_credentials() -> bool {
     aws && digitalocean
 }
 
+/// Whether to deploy to the clouds: credentials for both, and a build that has their providers.
+fn to_the_clouds() -> bool {
+    if !cloud_credentials() {
+        return false;
+    }
+    if !cfg!(feature = "cloud") {
+        println!(
+            "AWS and DigitalOcean credentials are set, but this example was built without the cloud \
+             providers; deploying locally. For the clouds: cargo run --example nine_regions --features cloud\n"
+        );
+        return false;
+    }
+    true
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = if cloud_credentials() { "nine_regions.toml" } else { "nine_regions_local.toml" };
+    // The specs live in the repository's `examples/`, beside the other example networks.
+    let root = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))?;
+    let file = if to_the_clouds() { "nine_regions.toml" } else { "nine_regions_local.toml" };
     let spec_path = root.join("examples").join(file);
     let network = spec::load(&spec_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = default_state_path(&spec_path, &network.name);
     println!("peerfleet: network `{}` from examples/{file}, chain {}", network.name, network.chain.id);
     println!("state: {}\n", state.display());
-    let deployment = Deployment::new(network, &state).with_workspace(root);
+    let deployment = Deployment::new(network, &state).with_workspace(&root);
     let style = Style::detect(std::io::stdout().is_terminal());
 
     match deployment.plan(&PlanRequest::default()).await {
@@ -143,10 +159,16 @@ async fn main() -> Result<()> {
             );
         }
     }
+    // The CLI built with the same features as this example: Cargo reuses everything but its own link.
+    let cli = if cfg!(feature = "cloud") {
+        "cargo run -p peerfleet --"
+    } else {
+        "cargo run -p peerfleet --no-default-features --"
+    };
     let spec_arg = format!("examples/{file}");
     println!("\nRun this example again: it reports no changes.");
-    println!("Inspect:   cargo run -- show -f {spec_arg}");
-    println!("Scale:     cargo run -- scale -f {spec_arg} relay 3");
-    println!("Tear down: cargo run -- destroy -f {spec_arg} --replace-genesis {chain}");
+    println!("Inspect:   {cli} show -f {spec_arg}");
+    println!("Scale:     {cli} scale -f {spec_arg} relay 3");
+    println!("Tear down: {cli} destroy -f {spec_arg} --replace-genesis {chain}");
     Ok(())
 }
