@@ -40,8 +40,8 @@ pub fn next_step(error: &anyhow::Error, spec: Option<&Path>) -> Option<String> {
 fn lock_step(e: &StateError, file: &str) -> Option<String> {
     e.lock_holder().map(|_| {
         format!(
-            "wait for that run to finish (or pass --lock-timeout SECONDS); if it is no longer running, \
-             run `peerfleet force-unlock -f {file}`"
+            "wait for that run to finish, or re-run with --lock-timeout SECONDS to wait for it \
+             (`peerfleet force-unlock -f {file}` removes a lock only when its holder is gone)"
         )
     })
 }

@@ -268,14 +268,16 @@ fn a_city_the_provider_does_not_serve_names_the_providers_that_do() {
 
 #[test]
 fn a_held_lock_says_to_wait_or_force_unlock() {
+    use peerfleet::core::state::{LocalStateFile, LockOptions, StateBackend};
     let (dir, _) = local_spec("first-hour-lock", 3);
     let state = dir.path().join(".peerfleet/first-hour-lock.state.json");
-    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
-    let lock =
-        peerfleet::core::state::LockInfo::for_this_process("apply", std::time::Duration::from_secs(600));
-    std::fs::write(format!("{}.lock", state.display()), serde_json::to_vec(&lock).unwrap()).unwrap();
+    // This test process holds the lock, as a running apply would.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = rt.block_on(LocalStateFile::new(&state).lock("apply", &LockOptions::default())).unwrap();
     let out = cli(dir.path(), &[], &["apply", "-f", "network.toml", "--auto-approve"]);
-    one_line_error(&out, "peerfleet force-unlock -f network.toml");
+    let line = one_line_error(&out, "--lock-timeout");
+    assert!(line.contains("peerfleet force-unlock -f network.toml"), "{line}");
+    rt.block_on(held.release()).unwrap();
 }
 
 #[test]
