@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use peerfleet_core::network::{Network, ProviderKind};
-use peerfleet_core::provider::{ProviderError, Providers};
+use peerfleet_core::provider::{ErrorKind, ProviderError, Providers};
 use peerfleet_core::resource::Actual;
 use peerfleet_core::state::State;
 use peerfleet_docker::{DockerConnector, DockerEngine, LocalNodes, NetworkCa, ReferenceImage};
@@ -146,12 +146,21 @@ pub async fn connect(
     let ca = ca_from_state(network, state)?.map(Arc::new);
 
     let reference_image = if options.containers {
-        let binary = match &options.node_binary {
-            Some(path) => path.clone(),
-            None => peerfleet_docker::locate_node_binary(options.workspace_dir.as_deref())
-                .map_err(ConnectError::NodeImage)?,
-        };
-        Some(Arc::new(peerfleet_docker::reference_image(&binary).map_err(ConnectError::NodeImage)?))
+        // Finding (maybe building) the node binary, running `ldd` on it and reading it and its
+        // libraries all block: on the blocking pool, not on a runtime thread.
+        let (workspace, given) = (options.workspace_dir.clone(), options.node_binary.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let binary = match given {
+                Some(path) => path,
+                None => peerfleet_docker::locate_node_binary(workspace.as_deref())?,
+            };
+            peerfleet_docker::reference_image(&binary)
+        })
+        .await
+        .map_err(|e| {
+            ConnectError::Provider(ProviderError::new(ErrorKind::Transient, "peerfleet", e.to_string()))
+        })?;
+        Some(Arc::new(prepared.map_err(ConnectError::NodeImage)?))
     } else {
         None
     };

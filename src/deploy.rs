@@ -4,6 +4,7 @@
 //! same guarantees: a plan is data, apply executes exactly it, a stale plan is refused, and the state
 //! lock is held from the refresh that a plan is based on until the apply that executes it.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,10 +12,13 @@ use peerfleet_core::actual::ActualState;
 use peerfleet_core::executor::{self, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, Reporter};
 use peerfleet_core::network::{ChainId, Network};
 use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Planned};
+use peerfleet_core::provider::Providers;
 use peerfleet_core::refresh::{self, RefreshError};
 use peerfleet_core::resource::{Actual, Desired};
 use peerfleet_core::seal::{self, SealKey};
-use peerfleet_core::state::{LocalStateFile, LockOptions, State, StateBackend, StateError, keep_renewed};
+use peerfleet_core::state::{
+    LocalStateFile, LockOptions, Refreshed, State, StateBackend, StateError, keep_renewed,
+};
 
 use crate::connect::{self, ConnectError, ConnectOptions, Connected};
 
@@ -96,6 +100,9 @@ pub enum DeployError {
     /// The executor refused to start.
     #[error(transparent)]
     Executor(#[from] ExecutorError),
+    /// A destroy found nothing left to delete, but could not remove what the network shares.
+    #[error("the destroy left behind: {}", .0.join("; "))]
+    LeftBehind(Vec<String>),
     /// A saved plan no longer matches what exists.
     #[error("the saved plan is stale: {0}. Run `peerfleet plan` again")]
     Stale(String),
@@ -107,6 +114,8 @@ pub struct Deployment {
     network: Network,
     store: Arc<dyn StateBackend>,
     connect: ConnectOptions,
+    /// Providers given by the embedder, used instead of building them from the environment.
+    providers: Option<Providers>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -125,9 +134,17 @@ impl Deployment {
         Self::with_store(network, Arc::new(LocalStateFile::new(state_path)))
     }
 
+    /// Uses `providers` instead of building them from the environment: for embedders with providers
+    /// of their own, and for the in-memory test world. No reference node image is built then; the
+    /// containers' image is whatever the plan would use without one.
+    pub fn with_providers(mut self, providers: Providers) -> Self {
+        self.providers = Some(providers);
+        self
+    }
+
     /// A deployment of `network` whose state lives in `store` (a local file, S3, memory).
     pub fn with_store(network: Network, store: Arc<dyn StateBackend>) -> Self {
-        Deployment { network, store, connect: ConnectOptions::default() }
+        Deployment { network, store, connect: ConnectOptions::default(), providers: None }
     }
 
     /// Lets the node binary be built with `cargo build -p peerfleet-node --example peerfleet-node` in `dir`
@@ -162,6 +179,9 @@ impl Deployment {
 
     /// Builds the providers this deployment needs, against `state`.
     pub async fn connect(&self, state: &State, only: Option<Layer>) -> Result<Connected, DeployError> {
+        if let Some(providers) = &self.providers {
+            return Ok(Connected { providers: providers.clone(), reference_image: None, local: None });
+        }
         Ok(connect::connect(&self.network, state, &self.connect_options(only)).await?)
     }
 
@@ -294,9 +314,22 @@ impl Deployment {
             }
         }
         if !prepared.planned.plan.has_changes() {
+            let mut prepared = prepared;
+            // Nothing to run, but a crashed run may have left objects the state never recorded.
+            let refreshed = self.refreshed(&prepared.actual, &request.plan);
+            if prepared.state.heal(&refreshed, &BTreeSet::new()) {
+                self.store.save(&mut prepared.state).await?;
+            }
+            // A destroy that found nothing left may follow one that could not remove it all.
+            if request.plan.destroy {
+                let left = self.remove_shared(&connected).await;
+                if !left.is_empty() {
+                    return Err(DeployError::LeftBehind(left));
+                }
+            }
             return Ok(Applied::NothingToDo(Box::new(prepared)));
         }
-        if !confirm(&prepared) {
+        if !confirm_off_runtime(confirm, &prepared) {
             return Ok(Applied::Declined(Box::new(prepared)));
         }
         let plan = &prepared.planned.plan;
@@ -307,7 +340,7 @@ impl Deployment {
             genesis,
             ..ApplyOptions::default()
         };
-        let outcome = executor::apply_locked(
+        let mut outcome = executor::apply_locked(
             plan,
             &connected.providers,
             self.store.as_ref(),
@@ -317,16 +350,58 @@ impl Deployment {
             interrupt,
         )
         .await?;
-        // The shared "internet" network of local nodes goes with the last node.
-        if request.plan.destroy
-            && outcome.is_success()
-            && let Some(local) = &connected.local
-            && let Err(e) = local.cleanup(&self.network.name).await
-        {
-            tracing::warn!("removing the network's shared Docker network: {e}");
+        // The executor recorded its own steps; everything else the refresh found is written back too.
+        if outcome.state_error.is_none() {
+            let recorded: BTreeSet<_> = plan.changes.iter().map(|c| c.address.clone()).collect();
+            let refreshed = self.refreshed(&prepared.actual, &request.plan);
+            if outcome.state.heal(&refreshed, &recorded)
+                && let Err(e) = self.store.save(&mut outcome.state).await
+            {
+                outcome.state_error = Some(e);
+            }
+        }
+        // The shared "internet" network of local nodes goes with the last node; a destroy that
+        // cannot remove it has not succeeded, and says what holds it.
+        if request.plan.destroy && outcome.is_success() {
+            let left = self.remove_shared(&connected).await;
+            outcome.left_behind.extend(left);
         }
         Ok(Applied::Ran(Box::new(prepared), Box::new(outcome)))
     }
+
+    /// Removes what the network's local nodes share (their "internet" network); returns what is
+    /// left, naming it.
+    async fn remove_shared(&self, connected: &Connected) -> Vec<String> {
+        let Some(local) = &connected.local else { return Vec::new() };
+        match local.cleanup(&self.network.name).await {
+            Ok(left) => left,
+            Err(e) => vec![format!("the shared Docker network (cannot check: {e})")],
+        }
+    }
+
+    /// What a refresh for `request` covered, for healing the state.
+    fn refreshed<'a>(&'a self, actual: &'a ActualState, request: &PlanRequest) -> Refreshed<'a> {
+        // A destroy lists containers only on engines that outlive their machines: with cloud machines
+        // about, it did not see every container.
+        let cloud = || {
+            actual
+                .objects
+                .values()
+                .any(|o| matches!(o, Actual::Machine(m) if m.provider.capabilities().remote_engine))
+        };
+        let containers = actual.containers_listed
+            && request.only != Some(Layer::Machines)
+            && !(request.destroy && cloud());
+        Refreshed { actual, containers, spec_genesis: Some(&self.network.chain.genesis) }
+    }
+}
+
+/// Asks `confirm`, which may block (the CLI waits for a person to type "yes"): on a multi-threaded
+/// runtime the worker hands its other tasks over first, so nothing else stalls meanwhile.
+fn confirm_off_runtime(confirm: &mut (dyn FnMut(&Prepared) -> bool + Send), prepared: &Prepared) -> bool {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread { tokio::task::block_in_place(|| confirm(prepared)) } else { confirm(prepared) }
 }
 
 /// What the planner needs from state.

@@ -5,7 +5,9 @@
 
 mod cli;
 mod clouds;
+mod crash;
 mod first_hour;
+mod heal;
 mod hostile;
 mod local;
 mod node;

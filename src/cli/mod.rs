@@ -277,6 +277,17 @@ async fn run_apply(
     json: bool,
     what: &'static str,
 ) -> Result<u8> {
+    Ok(run_apply_steps(d, request, auto_approve, json, what).await?.0)
+}
+
+/// [`run_apply`], also saying whether any step ran (and so may have changed something).
+async fn run_apply_steps(
+    d: &Deployment,
+    request: ApplyRequest,
+    auto_approve: bool,
+    json: bool,
+    what: &'static str,
+) -> Result<(u8, bool)> {
     let progress = LazyProgress::new(json);
     let mut confirm = progress.confirming(confirmer(auto_approve, json, what)?);
     let applied = d.apply(&request, &mut confirm, &progress, watch_interrupts()).await?;
@@ -289,13 +300,17 @@ async fn run_apply(
             } else {
                 println!("No changes. Network `{}` matches its spec.", prepared.planned.plan.network);
             }
-            Ok(0)
+            Ok((0, false))
         }
         Applied::Declined(_) => {
             eprintln!("{what} cancelled: nothing was changed.");
-            Ok(1)
+            Ok((1, false))
         }
-        Applied::Ran(prepared, outcome) => report(&prepared, &outcome, json, what),
+        Applied::Ran(prepared, outcome) => {
+            let ran =
+                !(outcome.succeeded.is_empty() && outcome.failed.is_empty() && outcome.aborted.is_empty());
+            Ok((report(&prepared, &outcome, json, what)?, ran))
+        }
     }
 }
 
@@ -311,6 +326,7 @@ fn report(prepared: &Prepared, outcome: &ApplyOutcome, json: bool, what: &str) -
             "not_started": outcome.not_started.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "interrupted": outcome.interrupted,
             "stopped_rollouts": render::stopped_rollouts(plan, &outcome.failed, &outcome.succeeded),
+            "left_behind": outcome.left_behind,
             "success": outcome.is_success(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -338,6 +354,9 @@ fn report(prepared: &Prepared, outcome: &ApplyOutcome, json: bool, what: &str) -
             }
             for line in render::stopped_rollouts(plan, &outcome.failed, &outcome.succeeded) {
                 eprintln!("  {line}");
+            }
+            for left in &outcome.left_behind {
+                eprintln!("  ✗ left behind: {left}");
             }
             if !outcome.skipped.is_empty() {
                 eprintln!(
@@ -436,9 +455,18 @@ async fn scale(a: ScaleArgs) -> Result<u8> {
     let state = a.target.state.clone().unwrap_or_else(|| default_state_path(file, &scaled.network.name));
     let d = Deployment::new(scaled.network, state);
     let request = ApplyRequest { parallelism: a.parallelism as usize, ..ApplyRequest::default() };
-    let result = run_apply(&d, request, a.auto_approve, false, "scale").await;
-    // Declined or failed before anything ran: put the count back, so the file still says what runs.
-    let ran = matches!(&result, Ok(0));
+    let result = run_apply_steps(&d, request, a.auto_approve, false, "scale").await;
+    // The spec is the source of truth: once a step ran, the file must keep the new count, or the next
+    // apply would undo what succeeded. Declined, or failed before anything ran: put the count back.
+    let ran = matches!(&result, Ok((0, _)) | Ok((_, true)));
+    if ran && !matches!(&result, Ok((0, _))) {
+        eprintln!(
+            "{}: kept containers = {} because some steps ran; run `peerfleet apply` to finish the scale.",
+            file.display(),
+            scaled.after
+        );
+    }
+    let result = result.map(|(code, _)| code);
     if !ran && scaled.before != scaled.after && matches!(result, Ok(1) | Err(_)) {
         if let Err(e) = spec::edit::set_containers(file, &a.service, scaled.before) {
             eprintln!("Warning: could not restore containers = {} in {}: {e}", scaled.before, file.display());

@@ -26,7 +26,7 @@ fn example(file: &str) -> tempfile::TempDir {
 
 /// Credentials files with a default profile and the `china` profile the aws-cn cluster names
 /// (dummy keys: only the stand-in sees them).
-fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
     let config = dir.join("aws-config");
     let credentials = dir.join("aws-credentials");
     std::fs::write(&config, "[default]\nregion = us-east-1\n\n[profile china]\nregion = cn-north-1\n")
@@ -44,7 +44,7 @@ fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
 }
 
 /// Runs the CLI in `dir` with exactly the cloud environment given (and none inherited).
-fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+pub(crate) fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
     cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).env("NO_COLOR", "1");
     without_cloud_env(&mut cmd);
@@ -54,7 +54,7 @@ fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     cmd.output().expect("the peerfleet binary runs")
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     let (code, stdout, stderr) = parts(&out);
     assert_eq!(code, 0, "exit {code}:\n{stdout}\n{stderr}");
     stdout
@@ -66,7 +66,7 @@ fn machine_plan_exit(dir: &Path, env: &[(String, String)]) -> (i32, String) {
     (code, format!("{out}{err}"))
 }
 
-fn moto(test: &str) -> Option<Moto> {
+pub(crate) fn moto(test: &str) -> Option<Moto> {
     match Moto::for_test(test) {
         Ok(m) => m,
         Err(e) => panic!("{test}: moto did not start: {e}"),
@@ -122,13 +122,13 @@ fn aws_eight_regions_machine_layer_applies_converges_and_destroys_through_the_cl
     }
 }
 
-struct Server {
-    rt: tokio::runtime::Runtime,
-    server: TestServer,
+pub(crate) struct Server {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) server: TestServer,
 }
 
 impl Server {
-    fn start(boot: Duration) -> Server {
+    pub(crate) fn start(boot: Duration) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config =
             Config { timing: Timing { boot, action: Duration::from_millis(100) }, ..Config::default() };
@@ -136,11 +136,23 @@ impl Server {
         Server { rt, server }
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         vec![
             ("DIGITALOCEAN_API_URL".into(), self.server.url().to_string()),
             ("DIGITALOCEAN_TOKEN".into(), self.server.token().to_string()),
         ]
+    }
+
+    /// A provider of this server for a test's own census: every listing is made afresh, since one
+    /// reused from an earlier trial would miss objects.
+    pub(crate) fn census_provider(&self) -> peerfleet::digitalocean::DigitalOceanProvider {
+        let settings = peerfleet::digitalocean::Settings {
+            api_url: self.server.url().to_string(),
+            refresh_reuse: Duration::ZERO,
+            ..peerfleet::digitalocean::Settings::default()
+        };
+        let token = peerfleet::core::provider::Secret::new(self.server.token().to_string());
+        peerfleet::digitalocean::DigitalOceanProvider::new(token, settings).unwrap()
     }
 
     fn droplets(&self) -> Vec<peerfleet_digitalocean_testserver::Droplet> {

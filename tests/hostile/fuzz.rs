@@ -18,6 +18,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
 use peerfleet::core::actual::ActualState;
 use peerfleet::core::network::Network;
 use peerfleet::core::plan::{Memory, Plan, PlanOptions, file as plan_file, plan};
@@ -133,21 +136,16 @@ fn converged_state(network: &Network, plan: &Plan) -> State {
     state
 }
 
-/// splitmix64: small, fast, and the same on every platform.
-struct Rng(u64);
+/// The case's generator: seeded from the run's seed and the case number alone, so one case is
+/// replayed without running those before it.
+struct Rng(StdRng);
 
 impl Rng {
     fn new(seed: u64, case: u64) -> Rng {
-        let mut r = Rng(seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        r.next();
-        r
+        Rng(StdRng::seed_from_u64(seed ^ case.rotate_left(32)))
     }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize

@@ -33,6 +33,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 pub use limit::RateLimit;
@@ -116,6 +118,10 @@ struct Shared {
     world: Mutex<World>,
     limit: Mutex<(Option<RateLimit>, Windows)>,
     faults: Mutex<Vec<(String, Fault, usize)>>,
+    /// Seeded random faults: (PRNG state, probability per request, the faults to pick from).
+    random: Mutex<Option<(StdRng, f64, Vec<Fault>)>>,
+    /// Random faults that struck.
+    random_hits: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
     throttled: AtomicU64,
     sequence: AtomicU64,
@@ -164,6 +170,8 @@ impl TestServer {
             base_url,
             limit: Mutex::new((config.rate_limit, Windows::default())),
             faults: Mutex::default(),
+            random: Mutex::default(),
+            random_hits: AtomicU64::new(0),
             counts: Mutex::default(),
             throttled: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
@@ -231,6 +239,19 @@ impl TestServer {
     /// Changes boot and action durations for what happens from now on.
     pub fn set_timing(&self, timing: Timing) {
         lock(&self.shared.world).set_timing(timing);
+    }
+
+    /// From now on, each request fails with probability `rate` with one of `faults` (picked
+    /// uniformly), from a PRNG seeded with `seed`. Faults armed with [`TestServer::inject`] strike
+    /// first.
+    pub fn inject_randomly(&self, seed: u64, rate: f64, faults: Vec<Fault>) {
+        *lock(&self.shared.random) =
+            (!faults.is_empty()).then(|| (StdRng::seed_from_u64(seed), rate, faults));
+    }
+
+    /// How many random faults ([`TestServer::inject_randomly`]) struck so far.
+    pub fn random_faults(&self) -> u64 {
+        self.shared.random_hits.load(Ordering::SeqCst)
     }
 
     /// Injects `fault` into the next `times` requests of `operation_id` (`"*"` = any operation).
@@ -350,11 +371,24 @@ fn next_request_id(shared: &Shared) -> String {
 
 fn take_fault(shared: &Shared, operation_id: &str) -> Option<Fault> {
     let mut faults = lock(&shared.faults);
-    let i = faults.iter().position(|(op, _, n)| *n > 0 && (op == operation_id || op == "*"))?;
+    let Some(i) = faults.iter().position(|(op, _, n)| *n > 0 && (op == operation_id || op == "*")) else {
+        return roll(shared);
+    };
     faults[i].2 -= 1;
     let fault = faults[i].1;
     faults.retain(|(_, _, n)| *n > 0);
     Some(fault)
+}
+
+/// A random fault, when [`TestServer::inject_randomly`] asked for them and the dice say so.
+fn roll(shared: &Shared) -> Option<Fault> {
+    let mut random = lock(&shared.random);
+    let (rng, rate, faults) = random.as_mut()?;
+    if rng.random::<f64>() >= *rate {
+        return None;
+    }
+    shared.random_hits.fetch_add(1, Ordering::SeqCst);
+    Some(faults[rng.random_range(0..faults.len())])
 }
 
 /// Every request lands here: count, check, authenticate, rate-limit, inject, handle, check again.

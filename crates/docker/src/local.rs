@@ -17,10 +17,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::InspectNetworkOptions;
+use bollard::models::{NetworkCreateRequest, NetworkDisconnectRequest};
+use bollard::query_parameters::{InspectContainerOptions, InspectNetworkOptions};
 use peerfleet_core::Address;
 use peerfleet_core::network::{ChainId, ProviderKind};
 use peerfleet_core::provider::{CreateContext, ErrorKind, Inventory, MachineProvider, ProviderError};
@@ -60,32 +61,91 @@ impl LocalNodes {
         }
     }
 
-    /// Removes `network`'s internet network when no node of `network` is left (containers still
-    /// attached keep it: the engine refuses, and it is left for the next call). Idempotent.
+    /// Removes `network`'s internet network when no node of `network` is left. Idempotent.
+    ///
+    /// The engine refuses while endpoints are attached. Endpoints of containers that no longer exist
+    /// (the engine can lag behind a removal) or that are `network`'s own are disconnected, and the
+    /// removal is tried again a few times with backoff. Anything else attached is not ours to cut.
+    ///
+    /// Returns what is left, one line per network naming what still holds it (empty: all gone).
     ///
     /// # Errors
     /// When the engine cannot be reached.
-    pub async fn cleanup(&self, network: &str) -> Result<(), ProviderError> {
+    pub async fn cleanup(&self, network: &str) -> Result<Vec<String>, ProviderError> {
         let docker = self.engine.client();
         let nodes = list_networks(docker, &[(labels::NETWORK, network)]).await?;
         if nodes.iter().any(|n| label(n, labels::ADDRESS).is_some()) {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        for internet in internet_networks(docker, network).await? {
-            let Some(id) = internet.id else { continue };
-            match docker.remove_network(&id).await {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    let err = engine_error(e, format!("removing the internet network of {network}"));
-                    if err.kind != ErrorKind::Conflict {
-                        return Err(err);
+        let mut pause = Duration::from_millis(100);
+        let mut left = Vec::new();
+        for attempt in 1..=CLEANUP_ATTEMPTS {
+            left.clear();
+            for internet in internet_networks(docker, network).await? {
+                let Some(id) = internet.id else { continue };
+                match docker.remove_network(&id).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => {
+                        let err = engine_error(e, format!("removing the internet network of {network}"));
+                        if err.kind != ErrorKind::Conflict {
+                            return Err(err);
+                        }
+                        let holders = self.disconnect_stale(&id, network).await?;
+                        left.push(format!(
+                            "Docker network {network}-internet ({}): still attached: {}",
+                            short(&id),
+                            if holders.is_empty() {
+                                "endpoints being released".into()
+                            } else {
+                                holders.join(", ")
+                            }
+                        ));
                     }
-                    tracing::info!(network, "internet network still has containers; kept");
                 }
             }
+            if left.is_empty() {
+                return Ok(left);
+            }
+            if attempt < CLEANUP_ATTEMPTS {
+                tracing::debug!(network, attempt, "the internet network is still in use; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
         }
-        Ok(())
+        Ok(left)
+    }
+
+    /// Disconnects the endpoints of network `id` whose containers are gone or belong to `network`;
+    /// returns the names of the other containers still attached.
+    async fn disconnect_stale(&self, id: &str, network: &str) -> Result<Vec<String>, ProviderError> {
+        let docker = self.engine.client();
+        let inspected = match docker.inspect_network(id, None::<InspectNetworkOptions>).await {
+            Ok(n) => n,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(engine_error(e, format!("network {id}"))),
+        };
+        let mut foreign = Vec::new();
+        for (container, endpoint) in inspected.containers.unwrap_or_default() {
+            let name = endpoint.name.unwrap_or_else(|| short(&container).to_string());
+            let owner = match docker.inspect_container(&container, None::<InspectContainerOptions>).await {
+                Ok(c) => c.config.and_then(|c| c.labels).and_then(|mut l| l.remove(labels::NETWORK)),
+                Err(e) if is_not_found(&e) => Some(network.to_string()),
+                Err(e) => return Err(engine_error(e, format!("container {name}"))),
+            };
+            if owner.as_deref() != Some(network) {
+                foreign.push(name);
+                continue;
+            }
+            let request = NetworkDisconnectRequest { container: container.clone(), force: Some(true) };
+            if let Err(e) = docker.disconnect_network(id, request).await
+                && !is_not_found(&e)
+            {
+                tracing::debug!(container = %name, "disconnecting a stale endpoint: {e}");
+            }
+        }
+        foreign.sort();
+        Ok(foreign)
     }
 
     async fn inspect(&self, name_or_id: &str) -> Result<Option<DockerNetwork>, ProviderError> {
@@ -190,11 +250,23 @@ impl MachineProvider for LocalNodes {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(engine_error(e, format!("removing local node {}", current.address))),
         }
-        match network {
-            Some(network) => self.cleanup(&network).await,
-            None => Ok(()),
+        // What remains is reported by the destroy that removes the last node (see `cleanup`).
+        if let Some(network) = network {
+            let left = self.cleanup(&network).await?;
+            if !left.is_empty() {
+                tracing::debug!(network, "kept for now: {}", left.join("; "));
+            }
         }
+        Ok(())
     }
+}
+
+/// How many times [`LocalNodes::cleanup`] tries to remove an internet network that is still in use.
+const CLEANUP_ATTEMPTS: u32 = 5;
+
+/// The first twelve characters of a Docker ID, as `docker ps` shows it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// The labels of a node network.

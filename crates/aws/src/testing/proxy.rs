@@ -5,13 +5,18 @@
 //! here: the proxy sees each request's action, region, `ClientToken` and `TagSpecification` parameters;
 //! it can throttle the first N requests of an action the way EC2 does (HTTP 503,
 //! `RequestLimitExceeded`); and it can honour client tokens the way EC2 does (a repeated
-//! `RunInstances` token gets the first response again, nothing new is launched).
+//! `RunInstances` token gets the first response again, nothing new is launched). With
+//! [`FaultProxy::fail_randomly`] a seeded share of all requests fails the ways EC2 and networks do:
+//! throttled, 5xx, the connection reset before or after moto acted, or a `NotFound` for an
+//! instance just launched (EC2's eventual consistency).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -98,6 +103,46 @@ struct State {
     honour_tokens: bool,
     tokens: HashMap<String, Vec<u8>>,
     fault_count: u64,
+    /// Seeded random faults: (generator, probability per request).
+    random: Option<(StdRng, f64)>,
+    /// Whether an instance was launched since a describe was last refused as "not visible yet".
+    launched: bool,
+    /// Actions whose responses random faults never lose after moto acted.
+    spared: Vec<String>,
+}
+
+/// What a random fault does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Random {
+    /// Answer this fault without forwarding.
+    Answer(u8),
+    /// Close the connection without answering (a reset, or a timeout's end).
+    ResetBefore,
+    /// Forward, then close the connection without answering: moto acted, the client never knows.
+    ResetAfter,
+    /// Answer `InvalidInstanceID.NotFound` for an instance launched a moment ago.
+    NotFoundYet,
+}
+
+impl State {
+    fn roll(&mut self, action: &str) -> Option<Random> {
+        let (rng, rate) = self.random.as_mut()?;
+        if rng.random::<f64>() >= *rate {
+            return None;
+        }
+        let x: u8 = rng.random_range(0..10);
+        Some(match x % 5 {
+            0 if action == "DescribeInstances" && self.launched => {
+                self.launched = false;
+                Random::NotFoundYet
+            }
+            0 | 1 => Random::Answer(x % 2),
+            2 => Random::ResetBefore,
+            3 if self.spared.iter().any(|a| a == action) => Random::ResetBefore,
+            3 => Random::ResetAfter,
+            _ => Random::Answer(2),
+        })
+    }
 }
 
 /// The proxy. Stops when dropped.
@@ -130,6 +175,20 @@ impl FaultProxy {
             }
         });
         Ok(FaultProxy { addr, state, task })
+    }
+
+    /// From now on, each request fails with probability `rate`, from a PRNG seeded with `seed`:
+    /// throttled (503 `RequestLimitExceeded`), a 500 or 503 server error, the connection reset
+    /// before or after moto acted, or `InvalidInstanceID.NotFound` from a describe right after a
+    /// launch. Faults armed with [`FaultProxy::fail`] strike first.
+    pub fn fail_randomly(&self, seed: u64, rate: f64) {
+        self.lock().random = Some((StdRng::seed_from_u64(seed), rate));
+    }
+
+    /// Random faults never lose the response of `actions` after moto acted (they reset the
+    /// connection before forwarding instead): for actions that are known not to survive it.
+    pub fn spare_lost_responses(&self, actions: &[&str]) {
+        self.lock().spared = actions.iter().map(|a| a.to_string()).collect();
     }
 
     /// Its endpoint URL, for [`crate::AwsSettings::endpoint_url`].
@@ -311,9 +370,23 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
         let region = request.header("authorization").and_then(region_of);
         let token = params.get("ClientToken").cloned().filter(|_| action == "RunInstances");
 
+        let random = lock(&state).roll(&action);
+        let random_answer = match random {
+            Some(Random::ResetBefore) => return Ok(()),
+            Some(Random::Answer(n)) => Some(match n {
+                0 => Fault::Throttle,
+                1 => Fault::Error { status: 500, code: "InternalError".into() },
+                _ => Fault::Error { status: 503, code: "Unavailable".into() },
+            }),
+            Some(Random::NotFoundYet) => {
+                Some(Fault::Error { status: 400, code: "InvalidInstanceID.NotFound".into() })
+            }
+            _ => None,
+        };
         let canned = {
             let mut s = lock(&state);
-            if let Some(fault) = s.faults.get_mut(&action).and_then(VecDeque::pop_front) {
+            let armed = s.faults.get_mut(&action).and_then(VecDeque::pop_front);
+            if let Some(fault) = armed.or(random_answer) {
                 s.fault_count += 1;
                 Some(error_response(&fault, &format!("peerfleet-fault-{}", s.fault_count)))
             } else {
@@ -335,7 +408,13 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
             if let (Some(t), false, 200) = (&token, by_proxy, status) {
                 s.tokens.entry(t.clone()).or_insert_with(|| response.body.clone());
             }
+            if action == "RunInstances" && status == 200 && s.random.is_some() {
+                s.launched = true;
+            }
             s.log.push(Recorded { action, region, params, status, answered_by_proxy: by_proxy });
+        }
+        if random == Some(Random::ResetAfter) {
+            return Ok(());
         }
         client.write_all(&response.encode("keep-alive")).await?;
     }

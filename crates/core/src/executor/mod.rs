@@ -325,6 +325,9 @@ pub struct ApplyOutcome {
     /// A failure to save state or to renew the lock during the apply. Scheduling stopped when it
     /// happened; if it is set, [`ApplyOutcome::state`] may be newer than what the backend holds.
     pub state_error: Option<StateError>,
+    /// What the apply meant to remove but is still there, one line each, naming it (the caller
+    /// fills it: e.g. a destroy's shared Docker network that something still holds).
+    pub left_behind: Vec<String>,
     /// The state at the end.
     pub state: State,
 }
@@ -338,6 +341,7 @@ impl ApplyOutcome {
             && self.aborted.is_empty()
             && !self.interrupted
             && self.state_error.is_none()
+            && self.left_behind.is_empty()
     }
 }
 

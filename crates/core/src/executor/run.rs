@@ -559,6 +559,7 @@ impl<'a> Run<'a> {
             interrupted: self.interrupted,
             throttled,
             state_error: self.state_error,
+            left_behind: Vec::new(),
             state: self.state,
         }
     }

@@ -127,16 +127,20 @@ impl StateBackend for LocalStateFile {
     }
 
     async fn load(&self) -> Result<State, StateError> {
-        self.load_sync()
+        let store = self.clone();
+        off_runtime(&self.path, move || store.load_sync()).await
     }
 
     async fn write(&self, state: &State) -> Result<(), StateError> {
-        self.write_sync(state)
+        // Serialising and fsyncing a large state takes tens of milliseconds: not on a runtime thread.
+        let (store, state) = (self.clone(), state.clone());
+        off_runtime(&self.path, move || store.write_sync(&state)).await
     }
 
     async fn lock(&self, operation: &str, options: &LockOptions) -> Result<Box<dyn StateLock>, StateError> {
         let slot = FileSlot { state: &self.path, lock: self.lock_path() };
         let acquired = lock::acquire(&slot, operation, options).await?;
+        remove_stale_temps(&self.path);
         Ok(Box::new(FileLock {
             state: self.path.clone(),
             lock: self.lock_path(),
@@ -148,6 +152,38 @@ impl StateBackend for LocalStateFile {
     async fn force_unlock(&self) -> Result<Option<LockInfo>, StateError> {
         self.force_unlock_sync()
     }
+}
+
+/// Removes the temporary files a killed writer left beside the state and its lock. Only the lock
+/// holder writes either, so once we hold the lock every such file is stale. Best effort: a file that
+/// cannot be removed is only noted.
+fn remove_stale_temps(state_path: &Path) {
+    let name = state_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefixes = [format!(".{name}.tmp."), format!(".{name}.lock.tmp.")];
+    let Ok(entries) = fs::read_dir(parent_dir(state_path)) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        if prefixes.iter().any(|p| file.to_string_lossy().starts_with(p.as_str()))
+            && let Err(e) = fs::remove_file(entry.path())
+        {
+            tracing::debug!(file = %entry.path().display(), "could not remove a stale temporary file: {e}");
+        }
+    }
+}
+
+/// Runs blocking file work on the runtime's blocking pool, so a save's fsync never stalls the
+/// executor's coordinator (or anything else sharing its thread).
+async fn off_runtime<T: Send + 'static>(
+    state_path: &Path,
+    work: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        let source = io::Error::other(format!("the state file task ended early: {e}"));
+        Err(StateError::new(
+            state_path.display().to_string(),
+            StateErrorKind::Io { op: "use the state file", source },
+        ))
+    })
 }
 
 /// The lock file of the state file at `state_path`.

@@ -25,6 +25,7 @@
 //! ```
 
 mod error;
+mod heal;
 mod local;
 mod lock;
 mod memory;
@@ -45,6 +46,7 @@ use crate::resource::Actual;
 
 pub use crate::provider::Secret;
 pub use error::{StateError, StateErrorKind};
+pub use heal::Refreshed;
 pub use local::{LocalStateFile, MAX_STATE_BYTES, force_unlock};
 pub use lock::{Acquired, Attempt, LockInfo, LockOptions, LockSlot, StateLock, acquire, keep_renewed};
 pub use memory::MemoryState;

@@ -335,6 +335,24 @@ mod local_file {
     }
 
     #[tokio::test]
+    async fn taking_the_lock_removes_temporary_files_a_killed_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateFile::new(dir.path().join("s.json"));
+        let mut s = sample_state();
+        store.save(&mut s).await.unwrap();
+        // What a kill -9 between creating the temporary file and renaming it leaves behind.
+        for left in [".s.json.tmp.4242.0badf00d", ".s.json.lock.tmp.4242.0badf00d"] {
+            std::fs::write(dir.path().join(left), b"half").unwrap();
+        }
+        // Someone else's files in the same directory are not ours to remove.
+        std::fs::write(dir.path().join(".other.json.tmp.1.2"), b"x").unwrap();
+        let lock = in_time(store.lock("apply", &LockOptions::default())).await.unwrap();
+        assert_eq!(dir_entries(dir.path()), [".other.json.tmp.1.2", "s.json", "s.json.lock"]);
+        lock.release().await.unwrap();
+        assert_eq!(store.load().await.unwrap(), s);
+    }
+
+    #[tokio::test]
     async fn a_lock_file_left_by_a_dead_run_is_free_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateFile::new(dir.path().join("s.json"));

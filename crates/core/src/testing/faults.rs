@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::{Op, TestWorld, World};
 use crate::address::Address;
 use crate::provider::ErrorKind;
@@ -28,13 +31,36 @@ pub(super) struct Fault {
 }
 
 impl World {
-    /// Consumes the first armed fault matching the call, if any.
+    /// Consumes the first armed fault matching the call, if any; else rolls the random faults.
     pub(super) fn take_fault(
         &mut self,
         op: Op,
         address: Option<&Address>,
         when: Strike,
     ) -> Option<ErrorKind> {
+        let armed = self.take_armed(op, address, when);
+        armed.or_else(|| self.roll(op, when))
+    }
+
+    /// A random fault for a call that changes something (listings stand for provider clients that
+    /// retry on their own, and are spared).
+    fn roll(&mut self, op: Op, when: Strike) -> Option<ErrorKind> {
+        let (rng, rate) = self.random.as_mut()?;
+        if matches!(op, Op::Inventory | Op::ListContainers | Op::InspectContainer | Op::EngineFor)
+            || when == Strike::Hang
+        {
+            return None;
+        }
+        // Half the rate before acting, half after (a lost response), so a call fails at `rate`.
+        let hit = rng.random::<f64>() < *rate / 2.0;
+        let pick = rng.random_range(0..3u8);
+        hit.then(|| match (when, pick) {
+            (Strike::Before, 0) => ErrorKind::Throttled { retry_after: Some(Duration::from_millis(5)) },
+            _ => ErrorKind::Transient,
+        })
+    }
+
+    fn take_armed(&mut self, op: Op, address: Option<&Address>, when: Strike) -> Option<ErrorKind> {
         let i = self.faults.iter().position(|f| {
             f.op == op
                 && f.when == when
@@ -70,6 +96,14 @@ impl TestWorld {
     /// The next `times` calls of `op` take effect, then fail with `kind` (a response lost on the way).
     pub fn lose_response(&self, op: Op, address: Option<Address>, times: u32, kind: ErrorKind) {
         self.arm(op, address, times, kind, Strike::After);
+    }
+
+    /// From now on, each call that changes something fails with probability `rate`, from a PRNG
+    /// seeded with `seed` (the same seed and calls give the same faults): before acting (throttled,
+    /// or a transient error such as a timeout or a reset connection) or after acting (the response
+    /// is lost). Armed faults strike first.
+    pub fn fail_randomly(&self, seed: u64, rate: f64) {
+        self.lock().random = Some((StdRng::seed_from_u64(seed), rate));
     }
 
     /// The next call of `op` for `address` takes effect and never returns.

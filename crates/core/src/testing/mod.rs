@@ -16,6 +16,8 @@
 //!   accepted the request);
 //! - [`TestWorld::crash_after`]: the call takes effect and never returns — the state of a `kill -9`
 //!   between the provider's create and the state save, once the executor is aborted or dropped.
+//! - [`TestWorld::fail_randomly`]: from then on, a seeded share of the calls that change something
+//!   fails — throttled, a transient error before acting, or a response lost after acting.
 //!
 //! Latency and health delays use tokio's clock, so tests can run with paused time.
 //!
@@ -106,6 +108,8 @@ struct World {
     max_in_flight: usize,
     latency: BTreeMap<Op, Duration>,
     faults: Vec<Fault>,
+    /// Seeded random faults: (generator, probability per call).
+    random: Option<(rand::rngs::StdRng, f64)>,
     healthy_after: Duration,
     never_healthy: BTreeSet<Address>,
     /// Containers whose env holds one of these key-value pairs never become healthy (a broken spec).
