@@ -10,7 +10,6 @@ use peerfleet::core::Address;
 use peerfleet::core::executor::{ApplyEvent, Interrupt};
 use peerfleet::core::network::{Network, ProviderKind, Role, Strategy};
 use peerfleet::core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
-use peerfleet::core::state::StateBackend;
 use peerfleet::core::testing::{Op, TestWorld};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest};
 
