@@ -11,7 +11,7 @@ use std::sync::Arc;
 use peerfleet_core::actual::ActualState;
 use peerfleet_core::executor::{self, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, Reporter};
 use peerfleet_core::network::{ChainId, Network};
-use peerfleet_core::plan::{self, Layer, Memory, Plan, PlanError, PlanOptions, Planned};
+use peerfleet_core::plan::{self, Layer, Plan, PlanError, PlanOptions, Planned, Remembered};
 use peerfleet_core::provider::Providers;
 use peerfleet_core::refresh::{self, RefreshError};
 use peerfleet_core::resource::{Actual, Desired};
@@ -147,7 +147,7 @@ impl Deployment {
         Deployment { network, store, connect: ConnectOptions::default(), providers: None }
     }
 
-    /// Lets the node binary be built with `cargo build --example peerfleet-node` in `dir`
+    /// Lets the node binary be built with `cargo build -p peerfleet-node --example peerfleet-node` in `dir`
     /// when it is not installed beside the running executable (examples run from the source tree
     /// pass theirs).
     pub fn with_workspace(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -405,14 +405,14 @@ fn confirm_off_runtime(confirm: &mut (dyn FnMut(&Prepared) -> bool + Send), prep
 }
 
 /// What the planner needs from state.
-pub fn memory_of(state: &State) -> Memory {
+pub fn memory_of(state: &State) -> Remembered {
     let mut generations = state.generations.clone();
     for address in state.intents.keys() {
         if let Some(g) = state.last_generation(address) {
             generations.insert(address.clone(), g);
         }
     }
-    Memory {
+    Remembered {
         lineage: state.lineage.clone(),
         serial: state.serial,
         pinned: state.chain.as_ref().and_then(|pin| pin.genesis().map(|bytes| (pin.id.clone(), bytes))),

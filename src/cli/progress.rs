@@ -148,7 +148,7 @@ mod tests {
     use super::*;
     use peerfleet::core::actual::ActualState;
     use peerfleet::core::executor::ApplyEvent;
-    use peerfleet::core::plan::{Memory, PlanOptions, plan};
+    use peerfleet::core::plan::{PlanOptions, Remembered, plan};
     use peerfleet::core::state::State;
 
     #[test]
@@ -157,7 +157,7 @@ mod tests {
         let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nine_regions_local.toml");
         let network = peerfleet::core::spec::load(spec.as_ref()).unwrap();
         let actual = ActualState::default();
-        let planned = plan(&network, &actual, &Memory::default(), &PlanOptions::default()).unwrap();
+        let planned = plan(&network, &actual, &Remembered::default(), &PlanOptions::default()).unwrap();
         let changes = planned.plan.changes.len();
         assert_eq!(changes, 20, "the nine-region plan's steps");
         let first = planned.plan.changes[0].address.clone();

@@ -126,7 +126,7 @@ mod tests {
     use peerfleet::core::Address;
     use peerfleet::core::actual::ActualState;
     use peerfleet::core::network::ProviderKind;
-    use peerfleet::core::plan::{Memory, PlanOptions, plan};
+    use peerfleet::core::plan::{PlanOptions, Remembered, plan};
     use peerfleet::core::resource::{Container, ContainerState, Desired, Health, Machine, MachineStatus};
     use peerfleet::core::state::State;
 
@@ -158,7 +158,7 @@ mod tests {
         actual.insert(machine("sao-paulo", ProviderKind::Aws, "sa-east-1", None));
         actual.containers_listed = true;
         // Containers as the plan places them (genesis, master, the first relays), running and healthy.
-        let first = plan(&network, &actual, &Memory::default(), &PlanOptions::default()).unwrap();
+        let first = plan(&network, &actual, &Remembered::default(), &PlanOptions::default()).unwrap();
         let specs = first.plan.changes.iter().filter_map(|c| match &c.after {
             Some(Desired::Container(spec)) => Some(spec.clone()),
             _ => None,
@@ -173,7 +173,7 @@ mod tests {
                 chain_id: None,
             }));
         }
-        let planned = plan(&network, &actual, &Memory::default(), &PlanOptions::default()).unwrap();
+        let planned = plan(&network, &actual, &Remembered::default(), &PlanOptions::default()).unwrap();
         let shown = text(&Prepared { planned, state: State::new(), actual });
         insta::assert_snapshot!(shown);
     }

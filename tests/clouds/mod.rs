@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use peerfleet::aws::testing::Moto;
 use peerfleet::core::network::ProviderKind;
 use peerfleet::core::provider::MachineProvider;
-use peerfleet_digitalocean_testserver::{Config, TestServer, Timing};
+use peerfleet_digitalocean_testserver::{Config, Delays, TestServer};
 
 use crate::support::{parts, root, without_cloud_env};
 
@@ -131,7 +131,7 @@ impl Server {
     pub(crate) fn start(boot: Duration) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config =
-            Config { timing: Timing { boot, action: Duration::from_millis(100) }, ..Config::default() };
+            Config { timing: Delays { boot, action: Duration::from_millis(100) }, ..Config::default() };
         let server = rt.block_on(TestServer::start_with(config)).unwrap();
         Server { rt, server }
     }

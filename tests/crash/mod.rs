@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use peerfleet::core::Address;
 use peerfleet::core::actual::ActualState;
 use peerfleet::core::network::Network;
-use peerfleet::core::plan::{self, Layer, Memory, PlanOptions, layer_of};
+use peerfleet::core::plan::{self, Layer, PlanOptions, Remembered, layer_of};
 use peerfleet::core::state::State;
 
 mod clouds;
@@ -59,7 +59,7 @@ pub struct Census {
 /// The addresses `network` wants (in `only`'s layer): a plan from nothing creates exactly these.
 pub fn desired(network: &Network, only: Option<Layer>) -> BTreeSet<Address> {
     let options = PlanOptions { only, ..PlanOptions::default() };
-    let planned = plan::plan(network, &ActualState::default(), &Memory::default(), &options).unwrap();
+    let planned = plan::plan(network, &ActualState::default(), &Remembered::default(), &options).unwrap();
     planned.plan.changes.into_iter().map(|c| c.address).collect()
 }
 

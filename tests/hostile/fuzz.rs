@@ -23,7 +23,7 @@ use rand::{RngCore, SeedableRng};
 
 use peerfleet::core::actual::ActualState;
 use peerfleet::core::network::Network;
-use peerfleet::core::plan::{Memory, Plan, PlanOptions, file as plan_file, plan};
+use peerfleet::core::plan::{Plan, PlanOptions, Remembered, file as plan_file, plan};
 use peerfleet::core::render::{self, Style};
 use peerfleet::core::resource::{Actual, Container, ContainerState, Desired, Health, Machine, MachineStatus};
 use peerfleet::core::spec;
@@ -81,7 +81,7 @@ impl Corpus {
                 .map(|f| std::fs::read_to_string(examples.join(f)).expect("example spec"))
                 .collect();
         let network = spec::parse(&specs[0], &dir.join("network.toml"), dir).expect("the example is valid");
-        let first = plan(&network, &ActualState::default(), &Memory::default(), &PlanOptions::default())
+        let first = plan(&network, &ActualState::default(), &Remembered::default(), &PlanOptions::default())
             .expect("the example plans");
         let state = converged_state(&network, &first.plan);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -433,7 +433,8 @@ fn spec_case(corpus: &Corpus, text: &str) -> Result<Accepted, String> {
     let Ok(network) = spec::parse(text, &corpus.dir.join("network.toml"), &corpus.dir) else {
         return Ok(Accepted::No);
     };
-    let Ok(planned) = plan(&network, &ActualState::default(), &Memory::default(), &PlanOptions::default())
+    let Ok(planned) =
+        plan(&network, &ActualState::default(), &Remembered::default(), &PlanOptions::default())
     else {
         return Ok(Accepted::Read);
     };

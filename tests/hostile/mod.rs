@@ -353,9 +353,9 @@ fn a_short_seeded_fuzz_run_finds_nothing() {
 
 #[test]
 fn show_and_graph_of_a_cloud_network_only_machines_never_dial_an_engine() {
-    use peerfleet_digitalocean_testserver::{Config, TestServer, Timing};
+    use peerfleet_digitalocean_testserver::{Config, Delays, TestServer};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let timing = Timing { boot: Duration::from_millis(200), action: Duration::from_millis(50) };
+    let timing = Delays { boot: Duration::from_millis(200), action: Duration::from_millis(50) };
     let server = rt.block_on(TestServer::start_with(Config { timing, ..Config::default() })).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -85,19 +85,19 @@ impl AwsProvider {
         if let Some(ec2) = clients.get(&key) {
             return ec2.clone();
         }
-        let retry = &self.settings.retry;
+        let (retry, timeouts) = (&self.settings.retry, &self.settings.timeouts);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(retry.max_attempts.max(1))
-                    .with_initial_backoff(retry.initial_backoff)
-                    .with_max_backoff(retry.max_backoff),
+                    .with_initial_backoff(retry.base)
+                    .with_max_backoff(retry.cap),
             )
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(retry.connect_timeout)
-                    .operation_attempt_timeout(retry.attempt_timeout)
+                    .connect_timeout(timeouts.connect)
+                    .operation_attempt_timeout(timeouts.attempt)
                     .build(),
             );
         if let Some(profile) = &key.1 {

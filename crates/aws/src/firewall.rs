@@ -15,7 +15,6 @@ use peerfleet_core::{Address, ProviderKind};
 use crate::client::{AwsProvider, Ec2, invalid};
 use crate::error::{PROVIDER, classify};
 use crate::tags;
-use crate::wait::Backoff;
 
 /// One allowed (protocol, port, source CIDR).
 type Grant = (Protocol, u16, String);
@@ -270,7 +269,7 @@ impl AwsProvider {
     pub(crate) async fn delete_group(&self, current: &Firewall) -> Result<(), ProviderError> {
         let region = region_of(&current.address)?;
         let ec2 = self.ec2(region).await;
-        let mut backoff = Backoff::new(&self.settings.waits, self.settings.waits.dependency);
+        let mut backoff = self.settings.waits.poll(self.settings.waits.dependency);
         loop {
             let e = match ec2.client.delete_security_group().group_id(&current.id).send().await {
                 Ok(_) => return Ok(()),

@@ -14,9 +14,10 @@
 //! - the default image is looked up by publisher and name ([`ImageLookup`]), never a hard-coded map;
 //! - errors are classified from the SDK's error codes into the core's kinds, naming the partition and
 //!   profile when credentials fail (see [`AwsProvider`] and `error.rs`);
-//! - retries of single requests are the SDK's standard strategy ([`RetryPolicy`]); the provider's own
-//!   waits (visibility right after a launch, termination, running-before-associate) are bounded
-//!   ([`Waits`]).
+//! - retries of single requests are the SDK's standard strategy, configured by peerfleet's one
+//!   [`RetryPolicy`], and the only retry layer of an EC2 request (the executor does not retry this
+//!   provider's calls again; see [`peerfleet_core::retry`]); the provider's own waits (visibility
+//!   right after a launch, termination, running-before-associate) are bounded polls ([`Waits`]).
 //!
 //! The machines' user data is [`peerfleet_core::bootstrap::cloud_init`]: Docker with its API behind
 //! mutual TLS using the network's CA.
@@ -36,12 +37,13 @@ mod provider;
 mod settings;
 mod stable_ip;
 pub mod tags;
-mod wait;
 
 pub use client::AwsProvider;
 pub use firewall::group_name;
 pub use machines::CLIENT_TOKEN_MAX;
-pub use settings::{AwsSettings, ImageLookup, Partition, RetryPolicy, Waits};
+/// peerfleet's one retry policy, re-exported: [`AwsSettings::retry`] configures the SDK's retries.
+pub use peerfleet_core::retry::RetryPolicy;
+pub use settings::{AwsSettings, ImageLookup, Partition, Timeouts, Waits};
 pub use stable_ip::{parse_stable_ip_id, stable_ip_id};
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,7 +13,6 @@ use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
 use crate::client::{AwsProvider, Ec2, invalid};
 use crate::error::classify;
 use crate::tags::{self, MachineTags};
-use crate::wait::Backoff;
 
 /// The most `ClientToken` may hold (EC2's limit).
 pub const CLIENT_TOKEN_MAX: usize = 64;
@@ -279,7 +278,7 @@ impl AwsProvider {
         >,
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut backoff = Backoff::new(&self.settings.waits, self.settings.waits.visibility);
+        let mut backoff = self.settings.waits.poll(self.settings.waits.visibility);
         loop {
             match call().await {
                 Ok(out) => return Ok(Some(out)),
@@ -316,7 +315,7 @@ impl AwsProvider {
             // about an hour, so "not found" after the bound means older than that).
             return Ok(());
         }
-        let mut backoff = Backoff::new(&self.settings.waits, self.settings.waits.terminated);
+        let mut backoff = self.settings.waits.poll(self.settings.waits.terminated);
         loop {
             match describe_one(&ec2, &current.id).await? {
                 None => return Ok(()),
@@ -344,7 +343,7 @@ impl AwsProvider {
             return Ok(());
         }
         let waits = &self.settings.waits;
-        let mut backoff = Backoff::new(waits, waits.running);
+        let mut backoff = waits.poll(waits.running);
         loop {
             if let Some(instance) = describe_one(ec2, &machine.id).await? {
                 match instance.state().and_then(|s| s.name()) {

@@ -14,6 +14,11 @@ impl MachineProvider for AwsProvider {
         ProviderKind::Aws
     }
 
+    /// The SDK retries each request, configured by [`crate::AwsSettings::retry`].
+    fn retries_requests(&self) -> bool {
+        true
+    }
+
     async fn inventory(&self, network: &str, region: &str) -> Result<Inventory, ProviderError> {
         let ec2 = self.ec2(region).await;
         let (mut machines, mut firewalls, mut stable_ips) = tokio::try_join!(

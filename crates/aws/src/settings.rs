@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_ec2::config::SharedCredentialsProvider;
 use peerfleet_core::bootstrap::BootstrapOptions;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
+use peerfleet_core::retry::{Backoff, RetryPolicy};
 use peerfleet_core::{Network, ProviderKind};
 
 /// An AWS partition: a separate copy of AWS with its own accounts, credentials and endpoints.
@@ -88,35 +89,25 @@ impl ImageLookup {
     }
 }
 
-/// Retries of single API requests, done by the SDK's standard retry strategy (exponential backoff
-/// with full jitter, a client-side retry quota). It retries throttling (`RequestLimitExceeded`,
-/// `Throttling`), 5xx responses, timeouts and connection failures; a request with a `ClientToken`
-/// keeps its token across retries, so a retried `RunInstances` cannot launch twice. Only when the
-/// attempts are used up does the error reach the executor, classified (see `crate::error`), and the
-/// executor's own step retry takes over for retryable kinds.
+/// How long one request may take. Retries of single requests are configured by
+/// [`AwsSettings::retry`] (peerfleet's one [`RetryPolicy`]) and done by the SDK's standard retry
+/// strategy, the one retry layer of every EC2 request (see [`peerfleet_core::retry`]): it retries
+/// throttling (`RequestLimitExceeded`, `Throttling`), 5xx responses, timeouts and connection
+/// failures, and a request with a `ClientToken` keeps its token across retries, so a retried
+/// `RunInstances` cannot launch twice. Only when the attempts are used up does the error reach the
+/// executor, classified (see `crate::error`); the executor does not retry this provider's calls
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub max_attempts: u32,
-    /// Backoff before the first retry (doubles with each attempt, jittered).
-    pub initial_backoff: Duration,
-    /// Cap on one backoff.
-    pub max_backoff: Duration,
+pub struct Timeouts {
     /// How long connecting may take.
-    pub connect_timeout: Duration,
+    pub connect: Duration,
     /// How long one attempt (send to parsed response) may take, so a hung endpoint fails fast.
-    pub attempt_timeout: Duration,
+    pub attempt: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for Timeouts {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(20),
-            connect_timeout: Duration::from_secs(10),
-            attempt_timeout: Duration::from_secs(60),
-        }
+        Timeouts { connect: Duration::from_secs(10), attempt: Duration::from_secs(60) }
     }
 }
 
@@ -138,6 +129,13 @@ pub struct Waits {
     pub first_poll: Duration,
     /// Largest poll interval.
     pub max_poll: Duration,
+}
+
+impl Waits {
+    /// Polls from `first_poll`, doubling up to `max_poll`, giving up `bound` from now.
+    pub(crate) fn poll(&self, bound: Duration) -> Backoff {
+        Backoff::bounded(self.first_poll, self.max_poll, bound)
+    }
 }
 
 impl Default for Waits {
@@ -171,8 +169,11 @@ pub struct AwsSettings {
     /// How default images are found, per partition; a partition without an entry has no default and
     /// machines there need an explicit image.
     pub images: BTreeMap<Partition, ImageLookup>,
-    /// Per-request retries.
+    /// Per-request retries, done by the SDK (`base` is its first backoff, `cap` its largest;
+    /// `max_wait` does not apply: EC2 sends no retry hint).
     pub retry: RetryPolicy,
+    /// Per-request time bounds.
+    pub timeouts: Timeouts,
     /// Bounds on waits.
     pub waits: Waits,
     /// What the machines' user data sets up.
@@ -191,7 +192,13 @@ impl Default for AwsSettings {
             partition_profiles: BTreeMap::new(),
             credentials: None,
             images,
-            retry: RetryPolicy::default(),
+            // The SDK's first backoff and cap as they were before the policy was shared.
+            retry: RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(20),
+                ..RetryPolicy::default()
+            },
+            timeouts: Timeouts::default(),
             waits: Waits::default(),
             bootstrap: BootstrapOptions::default(),
         }
@@ -207,6 +214,7 @@ impl fmt::Debug for AwsSettings {
             .field("credentials", &self.credentials.as_ref().map(|_| "<explicit>"))
             .field("images", &self.images)
             .field("retry", &self.retry)
+            .field("timeouts", &self.timeouts)
             .field("waits", &self.waits)
             .field("bootstrap", &self.bootstrap)
             .finish()

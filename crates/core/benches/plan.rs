@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use peerfleet_core::actual::ActualState;
 use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, Reporter, apply};
 use peerfleet_core::network::{Network, ProviderKind, Role, Strategy};
-use peerfleet_core::plan::{Memory, PlanOptions, plan};
+use peerfleet_core::plan::{PlanOptions, Remembered, plan};
 use peerfleet_core::refresh::refresh;
 use peerfleet_core::resource::{Container, ContainerState, Desired, Health, Machine, MachineStatus};
 use peerfleet_core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
@@ -66,7 +66,7 @@ impl Reporter for Quiet {
 fn converged_world(rt: &tokio::runtime::Runtime, network: &Network) -> TestWorld {
     let world = TestWorld::new();
     {
-        let first = plan(network, &ActualState::default(), &Memory::default(), &PlanOptions::default())
+        let first = plan(network, &ActualState::default(), &Remembered::default(), &PlanOptions::default())
             .expect("plans");
         let mut ids = BTreeMap::new();
         for (n, change) in first.plan.changes.iter().enumerate() {
@@ -106,7 +106,7 @@ fn converged_world(rt: &tokio::runtime::Runtime, network: &Network) -> TestWorld
         }
     }
     let actual = rt.block_on(refresh(network, &world.providers(), &[], None)).expect("refresh");
-    let rest = plan(network, &actual, &Memory::default(), &PlanOptions::default()).expect("plans").plan;
+    let rest = plan(network, &actual, &Remembered::default(), &PlanOptions::default()).expect("plans").plan;
     let options = ApplyOptions { genesis: Some(network.chain.genesis.clone()), ..Default::default() };
     let outcome = rt
         .block_on(apply(&rest, &world.providers(), &MemoryState::new(), &options, &Quiet, Interrupt::new()))
@@ -154,7 +154,7 @@ fn run(scale: u32) {
             let planned = plan(
                 &net,
                 &actual,
-                &Memory::default(),
+                &Remembered::default(),
                 &PlanOptions { refreshed: true, ..Default::default() },
             )
             .expect("plan");

@@ -22,6 +22,7 @@ pub mod provider;
 pub mod refresh;
 pub mod render;
 pub mod resource;
+pub mod retry;
 pub mod seal;
 pub mod spec;
 pub mod state;

@@ -162,6 +162,14 @@ pub trait MachineProvider: Send + Sync {
     /// Which provider this is.
     fn kind(&self) -> ProviderKind;
 
+    /// Whether this provider retries its own failed requests (bounded by a
+    /// [`RetryPolicy`](crate::retry::RetryPolicy)). The executor then makes one attempt per call,
+    /// so retries never multiply ([`crate::retry`]: one retry layer per call path); otherwise
+    /// (the default) the executor retries retryable errors itself.
+    fn retries_requests(&self) -> bool {
+        false
+    }
+
     /// Lists what of `network` exists in `region`, by ownership tags.
     async fn inventory(&self, network: &str, region: &str) -> Result<Inventory, ProviderError>;
 

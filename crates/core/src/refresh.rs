@@ -204,7 +204,7 @@ pub async fn refresh_engines(
 mod tests {
     use super::*;
     use crate::network::{Role, Strategy};
-    use crate::plan::{Memory, PlanOptions, plan};
+    use crate::plan::{PlanOptions, Remembered, plan};
     use crate::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
     use crate::testing::{Op, TestWorld};
 
@@ -232,7 +232,8 @@ mod tests {
 
     /// Applies the network to the world through the executor, as `peerfleet apply` would.
     async fn converge(world: &TestWorld, net: &Network) {
-        let p = plan(net, &ActualState::default(), &Memory::default(), &PlanOptions::default()).unwrap().plan;
+        let p =
+            plan(net, &ActualState::default(), &Remembered::default(), &PlanOptions::default()).unwrap().plan;
         let options = crate::executor::ApplyOptions {
             genesis: Some(net.chain.genesis.clone()),
             parallelism: 32,
@@ -262,7 +263,7 @@ mod tests {
                 actual.objects.values().filter(|o| matches!(o, Actual::Container(_))).count(),
                 relays as usize + 2
             );
-            let p = plan(&net, &actual, &Memory::default(), &PlanOptions::default()).unwrap().plan;
+            let p = plan(&net, &actual, &Remembered::default(), &PlanOptions::default()).unwrap().plan;
             assert!(!p.has_changes(), "a converged world plans nothing: {:?}", p.changes.first());
         }
     }

@@ -41,7 +41,7 @@ pub use limit::RateLimit;
 use limit::Windows;
 use openapi::{Description, Direction, LoadError, RequestParts};
 use world::{Call, Reply, World};
-pub use world::{Droplet, DropletStatus, Timing};
+pub use world::{Delays, Droplet, DropletStatus};
 
 /// A fault to inject into matching requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct Config {
     /// The bearer token requests must carry.
     pub token: String,
     /// Boot and action durations.
-    pub timing: Timing,
+    pub timing: Delays,
     /// The rate limit, if any.
     pub rate_limit: Option<RateLimit>,
 }
@@ -72,7 +72,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: "dop_v1_test_token_0123456789abcdef".to_string(),
-            timing: Timing { boot: Duration::from_millis(200), action: Duration::from_millis(100) },
+            timing: Delays { boot: Duration::from_millis(200), action: Duration::from_millis(100) },
             rate_limit: None,
         }
     }
@@ -237,7 +237,7 @@ impl TestServer {
     }
 
     /// Changes boot and action durations for what happens from now on.
-    pub fn set_timing(&self, timing: Timing) {
+    pub fn set_timing(&self, timing: Delays) {
         lock(&self.shared.world).set_timing(timing);
     }
 

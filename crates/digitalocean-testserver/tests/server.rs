@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use peerfleet_digitalocean_testserver::{Config, Conformance, Fault, RateLimit, TestServer, Timing};
+use peerfleet_digitalocean_testserver::{Config, Conformance, Delays, Fault, RateLimit, TestServer};
 use serde_json::{Value, json};
 
 struct Client {
@@ -68,7 +68,7 @@ fn description_available(server: &TestServer) -> bool {
 
 fn fast() -> Config {
     Config {
-        timing: Timing { boot: Duration::from_millis(50), action: Duration::from_millis(20) },
+        timing: Delays { boot: Duration::from_millis(50), action: Duration::from_millis(20) },
         ..Config::default()
     }
 }

@@ -31,7 +31,7 @@ use peerfleet_core::network::{ProviderKind, Region};
 use peerfleet_core::provider::{CreateContext, EngineTls, MachineProvider, NodePki, ProviderError, Secret};
 use peerfleet_core::resource::{FirewallRule, FirewallSpec, MachineSpec, Protocol, StableIpSpec};
 use peerfleet_digitalocean::{DigitalOceanProvider, PollPolicy, RateLimits, Settings};
-use peerfleet_digitalocean_testserver::{Config, RateLimit, TestServer, Timing};
+use peerfleet_digitalocean_testserver::{Config, Delays, RateLimit, TestServer};
 
 const REGIONS: [&str; 5] = ["sgp1", "syd1", "fra1", "ams3", "lon1"];
 const NETWORK: &str = "bench";
@@ -70,8 +70,8 @@ impl Options {
         self.limit().minute
     }
 
-    fn timing(&self) -> Timing {
-        Timing { boot: self.boot / self.scale, action: Duration::from_secs(2) / self.scale }
+    fn timing(&self) -> Delays {
+        Delays { boot: self.boot / self.scale, action: Duration::from_secs(2) / self.scale }
     }
 
     fn settings(&self, server: &TestServer, limited: bool) -> Settings {

@@ -1,14 +1,18 @@
 //! The HTTP client: bearer auth, the rate limiter, bounded retries, pagination.
 //!
-//! Retry rules, all bounded by [`RetryPolicy`]:
+//! This client is the one retry layer of every DigitalOcean request (see [`peerfleet_core::retry`]):
+//! the executor does not retry this provider's calls again. Retries use the provider's
+//! [`RetryPolicy`], which counts every attempt, `429`s included:
 //! - `429`: the request was refused before it was processed, so any request is retried, after the
 //!   server's `retry-after` (burst limit) or `ratelimit-reset` (hourly quota); every other request
 //!   of the token waits too ([`RateLimiter::burst_refused`], [`RateLimiter::block_until`]). A wait
-//!   longer than [`RetryPolicy::max_throttle_wait`] is returned as `Throttled { retry_after }`.
+//!   longer than [`RetryPolicy::max_wait`] is not waited for: the call fails as
+//!   `Throttled { retry_after }`.
 //! - `5xx`, `408`, timeouts, broken connections: retried with jittered exponential backoff, but only
 //!   for [`Retry::Safe`] calls (reads, deletes, full updates). A create is [`Retry::Unsafe`]: when its
 //!   answer is lost the droplet may exist, so the caller looks it up before trying again. A
-//!   connection that was never established is retried for both.
+//!   connection that was never established is retried for [`Retry::Unsafe`] calls too, but not for
+//!   [`Retry::Caller`] ones, whose caller's look-up loop is their retry layer.
 //! - Anything else (`4xx`) is returned at once.
 
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use peerfleet_core::provider::{ErrorKind, Secret};
-use rand::Rng as _;
+use peerfleet_core::retry::{RetryPolicy, Verdict};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
@@ -29,36 +33,6 @@ use crate::limit::{Outcome, RateLimiter};
 /// DigitalOcean's largest page.
 pub const PER_PAGE: u32 = 200;
 
-/// Bounds on retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries of one call that fails transiently (`5xx`, timeout), the first included.
-    pub attempts: u32,
-    /// First backoff; doubles per try, with jitter.
-    pub base_delay: Duration,
-    /// Largest backoff.
-    pub max_delay: Duration,
-    /// Longest wait for a rate limit to reset before giving up with `Throttled`.
-    pub max_throttle_wait: Duration,
-    /// `429`s one call may see before giving up.
-    pub max_throttled: u32,
-    /// Timeout of one HTTP exchange.
-    pub request_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(20),
-            max_throttle_wait: Duration::from_secs(600),
-            max_throttled: 20,
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Whether a call may be sent again after its answer was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -66,6 +40,43 @@ pub enum Retry {
     Safe,
     /// Repeating it could act twice (creates); only retried when it provably was not processed.
     Unsafe,
+    /// The caller's own loop retries it, looking up first: the client makes one attempt (`429`s
+    /// aside, which were refused before any processing).
+    Caller,
+}
+
+/// A failed attempt, and what it allows.
+struct Failure {
+    error: ApiError,
+    /// The request never reached the server (no connection, or refused by the rate limit).
+    never_sent: bool,
+    throttled: bool,
+    /// How long the server asked to wait.
+    hint: Option<Duration>,
+    /// The request was processed; repeating it is never right.
+    processed: bool,
+}
+
+impl Failure {
+    fn new(error: ApiError) -> Self {
+        Failure { error, never_sent: false, throttled: false, hint: None, processed: false }
+    }
+
+    fn verdict(&self, retry: Retry) -> Verdict {
+        if self.throttled {
+            return Verdict::Retry { after: self.hint };
+        }
+        let repeatable = match retry {
+            Retry::Safe => true,
+            Retry::Unsafe => self.never_sent,
+            Retry::Caller => false,
+        };
+        if repeatable && !self.processed && self.error.kind == ErrorKind::Transient {
+            Verdict::Retry { after: None }
+        } else {
+            Verdict::Stop
+        }
+    }
 }
 
 /// Request counters, for tests and benchmarks.
@@ -128,12 +139,14 @@ fn instant_of_epoch(secs: u64) -> Instant {
 }
 
 impl Api {
-    /// A client for `base` (scheme, host, port; a trailing `/v2` is ignored) with `token`.
+    /// A client for `base` (scheme, host, port; a trailing `/v2` is ignored) with `token`; each
+    /// HTTP exchange may take `request_timeout`.
     pub fn new(
         base: &str,
         token: &Secret,
         limiter: Arc<RateLimiter>,
         retry: RetryPolicy,
+        request_timeout: Duration,
     ) -> Result<Api, ApiError> {
         let trimmed = base.trim_end_matches('/');
         let trimmed = trimmed.strip_suffix("/v2").unwrap_or(trimmed);
@@ -155,8 +168,8 @@ impl Api {
         let http = reqwest::Client::builder()
             // A redirect could carry the token to another host; DigitalOcean's API never redirects.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(retry.request_timeout)
-            .connect_timeout(retry.request_timeout.min(Duration::from_secs(10)))
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| ApiError::local(ErrorKind::Invalid, "configure", format!("HTTP client: {e}")))?;
         Ok(Api { http, base, auth, limiter, retry, counters: Counters::default() })
@@ -178,13 +191,6 @@ impl Api {
 
     fn url(&self, path: &str) -> Result<Url, ApiError> {
         self.base.join(path).map_err(|e| ApiError::local(ErrorKind::Invalid, path, format!("bad path: {e}")))
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.retry.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.retry.max_delay);
-        // Half fixed, half random: spreads retries of many callers without making one wait long.
-        let half = exp / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
     /// Sends one call, with rate limiting and retries.
@@ -211,139 +217,139 @@ impl Api {
         retry: Retry,
     ) -> Result<Answer, ApiError> {
         let operation = format!("{method} {}", url.path());
-        let mut failures = 0u32;
-        let mut throttled = 0u32;
-        loop {
-            let permit = self.limiter.acquire().await;
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, self.auth.clone())
-                .header(ACCEPT, "application/json");
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let never_sent = e.is_connect();
-                    permit.finish(if never_sent { Outcome::Refused } else { Outcome::Counted });
-                    let what = if e.is_timeout() {
-                        "timed out"
-                    } else if never_sent {
-                        "could not connect"
+        let result = self
+            .retry
+            .run(
+                || self.attempt(&method, &url, body, &operation),
+                |f: &Failure| f.verdict(retry),
+                |f, attempt, delay| {
+                    if f.throttled {
+                        tracing::debug!(%operation, wait_ms = delay.as_millis() as u64, "rate limited; waiting for the reset");
                     } else {
-                        "failed"
-                    };
-                    let err = ApiError::local(
-                        ErrorKind::Transient,
-                        &operation,
-                        format!("request {what}: {}", e.without_url()),
-                    );
-                    failures += 1;
-                    if (retry == Retry::Safe || never_sent) && failures < self.retry.attempts {
                         self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%operation, failures, "retrying after a transport failure");
-                        tokio::time::sleep(self.backoff(failures - 1)).await;
-                        continue;
+                        tracing::debug!(%operation, attempt, "retrying after a failure: {}", f.error);
                     }
-                    return Err(err);
-                }
-            };
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let header_request_id =
-                headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-            if status == 429 {
-                permit.finish(Outcome::Refused);
-                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                throttled += 1;
-                let now = Instant::now();
-                let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
-                let until = match (retry_after, header_u64(&headers, "ratelimit-reset")) {
-                    (Some(wait), _) => now + wait,
-                    // The hourly quota: wait until its oldest request expires.
-                    (None, Some(reset)) => instant_of_epoch(reset).max(now + self.retry.base_delay),
-                    (None, None) => now + self.backoff(throttled - 1),
-                };
-                let wait = until - now;
-                let body = resp.bytes().await.unwrap_or_default();
-                if wait > self.retry.max_throttle_wait || throttled > self.retry.max_throttled {
-                    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    return Err(ApiError::from_response(
-                        &operation,
-                        429,
-                        parsed.get("id").and_then(Value::as_str).map(str::to_string),
-                        parsed.get("message").and_then(Value::as_str).map(str::to_string),
-                        parsed
-                            .get("request_id")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                            .or(header_request_id),
-                        Some(wait),
-                    ));
-                }
-                tracing::debug!(%operation, wait_ms = wait.as_millis() as u64, "rate limited; waiting for the reset");
-                match retry_after {
-                    Some(wait) => self.limiter.burst_refused(wait),
-                    None => self.limiter.block_until(until),
-                }
-                continue;
-            }
-            permit.finish(Outcome::Counted);
-            if let (Some(remaining), Some(reset)) =
-                (header_u64(&headers, "ratelimit-remaining"), header_u64(&headers, "ratelimit-reset"))
-            {
-                self.limiter.observe(u32::try_from(remaining).unwrap_or(u32::MAX), instant_of_epoch(reset));
-            }
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    failures += 1;
-                    if retry == Retry::Safe && failures < self.retry.attempts {
-                        self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(self.backoff(failures - 1)).await;
-                        continue;
-                    }
-                    return Err(ApiError::local(
-                        ErrorKind::Transient,
-                        &operation,
-                        format!("reading the answer failed: {}", e.without_url()),
-                    ));
-                }
-            };
-            let parsed: Result<Value, _> =
-                if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
-            if (200..300).contains(&status) {
-                return match parsed {
-                    Ok(body) => Ok(Answer { status, body }),
-                    Err(e) => Err(ApiError::local(
-                        ErrorKind::Transient,
-                        &operation,
-                        format!("HTTP {status} with a body that is not JSON: {e}"),
-                    )),
-                };
-            }
-            let body = parsed.unwrap_or(Value::Null);
-            let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-            let err = ApiError::from_response(
-                &operation,
-                status,
-                field("id"),
-                field("message"),
-                field("request_id").or(header_request_id),
-                None,
-            );
-            failures += 1;
-            if err.kind == ErrorKind::Transient && retry == Retry::Safe && failures < self.retry.attempts {
-                self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%operation, status, failures, "retrying after a server error");
-                tokio::time::sleep(self.backoff(failures - 1)).await;
-                continue;
-            }
-            return Err(err);
+                },
+            )
+            .await;
+        result.map_err(|gave_up| gave_up.error.error)
+    }
+
+    /// One request: a permit from the limiter, the exchange, and what a failure means.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+        operation: &str,
+    ) -> Result<Answer, Failure> {
+        let permit = self.limiter.acquire().await;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
         }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let never_sent = e.is_connect();
+                permit.finish(if never_sent { Outcome::Refused } else { Outcome::Counted });
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else if never_sent {
+                    "could not connect"
+                } else {
+                    "failed"
+                };
+                let error = ApiError::local(
+                    ErrorKind::Transient,
+                    operation,
+                    format!("request {what}: {}", e.without_url()),
+                );
+                return Err(Failure { never_sent, ..Failure::new(error) });
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let header_request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        if status == 429 {
+            permit.finish(Outcome::Refused);
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
+            let until = match (retry_after, header_u64(&headers, "ratelimit-reset")) {
+                (Some(wait), _) => now + wait,
+                // The hourly quota: wait until its oldest request expires.
+                (None, Some(reset)) => instant_of_epoch(reset).max(now + self.retry.base),
+                (None, None) => now + self.retry.base,
+            };
+            let wait = until - now;
+            // Every request of the token waits for the reset, not only this one.
+            match retry_after {
+                Some(wait) => self.limiter.burst_refused(wait),
+                None => self.limiter.block_until(until),
+            }
+            let body = resp.bytes().await.unwrap_or_default();
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let error = ApiError::from_response(
+                operation,
+                429,
+                parsed.get("id").and_then(Value::as_str).map(str::to_string),
+                parsed.get("message").and_then(Value::as_str).map(str::to_string),
+                parsed.get("request_id").and_then(Value::as_str).map(str::to_string).or(header_request_id),
+                Some(wait),
+            );
+            return Err(Failure {
+                never_sent: true,
+                throttled: true,
+                hint: Some(wait),
+                ..Failure::new(error)
+            });
+        }
+        permit.finish(Outcome::Counted);
+        if let (Some(remaining), Some(reset)) =
+            (header_u64(&headers, "ratelimit-remaining"), header_u64(&headers, "ratelimit-reset"))
+        {
+            self.limiter.observe(u32::try_from(remaining).unwrap_or(u32::MAX), instant_of_epoch(reset));
+        }
+        let bytes = resp.bytes().await.map_err(|e| {
+            Failure::new(ApiError::local(
+                ErrorKind::Transient,
+                operation,
+                format!("reading the answer failed: {}", e.without_url()),
+            ))
+        })?;
+        let parsed: Result<Value, _> =
+            if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
+        if (200..300).contains(&status) {
+            return match parsed {
+                Ok(body) => Ok(Answer { status, body }),
+                // A mangled success answer is not repeated: the request was processed.
+                Err(e) => Err(Failure {
+                    processed: true,
+                    ..Failure::new(ApiError::local(
+                        ErrorKind::Transient,
+                        operation,
+                        format!("HTTP {status} with a body that is not JSON: {e}"),
+                    ))
+                }),
+            };
+        }
+        let body = parsed.unwrap_or(Value::Null);
+        let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        let error = ApiError::from_response(
+            operation,
+            status,
+            field("id"),
+            field("message"),
+            field("request_id").or(header_request_id),
+            None,
+        );
+        Err(Failure::new(error))
     }
 
     /// Every object of a list endpoint, `per_page=200`, following `links.pages.next`: one request

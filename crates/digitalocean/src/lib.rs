@@ -27,7 +27,8 @@
 //! **Rate limits are modelled the way DigitalOcean counts them** ([`limit`]): 250 requests per
 //! minute and 5,000 per hour, each request counting for one window after it was made; corrected from
 //! `ratelimit-remaining` / `ratelimit-reset`; a `429` holds every request of the token until the
-//! reset. Retries are bounded and only where repeating is safe ([`client`]).
+//! reset. Retries are bounded and only where repeating is safe ([`client`]); they are the one retry
+//! layer of this provider's calls: the executor does not retry them again.
 //!
 //! **Firewalls apply by tag** (`peerfleet:fw:<network>:<region>`), with the same inbound rules as the
 //! AWS security group and all outbound traffic allowed (a DigitalOcean firewall without outbound
@@ -47,8 +48,10 @@ pub mod ownership;
 mod provider;
 pub mod settings;
 
-pub use client::{RetryPolicy, Stats};
+pub use client::Stats;
 pub use error::ApiError;
 pub use limit::{RateLimiter, RateLimits};
+/// peerfleet's one retry policy, re-exported: [`Settings::retry`] configures this provider's retries.
+pub use peerfleet_core::retry::RetryPolicy;
 pub use provider::{DigitalOceanProvider, MAX_NAMES_PER_CREATE};
 pub use settings::{PollPolicy, Settings};

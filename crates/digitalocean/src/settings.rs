@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use peerfleet_core::bootstrap::BootstrapOptions;
 use peerfleet_core::provider::{ErrorKind, ProviderError, Secret};
+use peerfleet_core::retry::{Backoff, RetryPolicy};
 
-use crate::client::RetryPolicy;
 use crate::error::PROVIDER;
 use crate::limit::RateLimits;
 
@@ -33,11 +33,10 @@ pub struct PollPolicy {
 }
 
 impl PollPolicy {
-    /// The interval after waiting `elapsed`: a tenth of it, within the bounds. Polling that backs off
-    /// in proportion to the time already waited overshoots the moment a droplet becomes ready by at
-    /// most about 10% (plus `min_interval`), at a number of polls logarithmic in the wait.
-    pub fn interval(&self, elapsed: Duration) -> Duration {
-        (elapsed / 10).clamp(self.min_interval, self.max_interval.max(self.min_interval))
+    /// Polls from `min_interval`, doubling up to `max_interval`, giving up `timeout` from now: core's
+    /// one backoff mechanism, configured here.
+    pub fn polls(&self, timeout: Duration) -> Backoff {
+        Backoff::bounded(self.min_interval, self.max_interval, timeout)
     }
 }
 
@@ -59,8 +58,11 @@ pub struct Settings {
     pub api_url: String,
     /// The token's rate limit.
     pub limits: RateLimits,
-    /// Retry bounds.
+    /// Retries of each request (`429`s included), and of the look-up-before-create loops: this
+    /// provider's one retry layer. `max_wait` bounds how long a rate limit's reset is waited for.
     pub retry: RetryPolicy,
+    /// Timeout of one HTTP exchange.
+    pub request_timeout: Duration,
     /// Poll bounds.
     pub poll: PollPolicy,
     /// How long a create waits for concurrent creates to join its look-up and request.
@@ -79,7 +81,8 @@ impl Default for Settings {
         Settings {
             api_url: DEFAULT_API_URL.to_string(),
             limits: RateLimits::DIGITALOCEAN,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy { cap: Duration::from_secs(20), ..RetryPolicy::default() },
+            request_timeout: Duration::from_secs(30),
             poll: PollPolicy::default(),
             create_window: Duration::from_millis(100),
             refresh_reuse: Duration::from_secs(5),
@@ -123,14 +126,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polls_back_off_in_proportion_to_the_wait() {
+    fn polls_double_from_the_shortest_interval_up_to_the_longest() {
         let p = PollPolicy {
             min_interval: Duration::from_secs(1),
             max_interval: Duration::from_secs(10),
             ..Default::default()
         };
-        assert_eq!(p.interval(Duration::ZERO), Duration::from_secs(1));
-        assert_eq!(p.interval(Duration::from_secs(30)), Duration::from_secs(3));
-        assert_eq!(p.interval(Duration::from_secs(3600)), Duration::from_secs(10));
+        let mut polls = p.polls(Duration::from_secs(600));
+        let waits: Vec<u64> = (0..6).map(|_| polls.next_delay().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use peerfleet_core::Address;
 use peerfleet_core::executor::{self, ApplyEvent, ApplyOptions, Interrupt, Reporter};
 use peerfleet_core::network::{Network, ProviderKind, Role, Strategy};
-use peerfleet_core::plan::{Memory, Plan, PlanOptions, plan};
+use peerfleet_core::plan::{Plan, PlanOptions, Remembered, plan};
 use peerfleet_core::provider::Providers;
 use peerfleet_core::refresh::refresh;
 use peerfleet_core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
@@ -99,7 +99,7 @@ async fn once(net: &Network, providers: &Providers, image: &str) -> (Duration, D
         "the benchmark starts from nothing; found leftovers of `{}`",
         net.name
     );
-    let planned = plan(net, &actual, &Memory::default(), &options).expect("plan").plan;
+    let planned = plan(net, &actual, &Remembered::default(), &options).expect("plan").plan;
     let store = MemoryState::new();
     let timings = Timings::default();
     let apply = ApplyOptions { genesis: Some(net.chain.genesis.clone()), ..ApplyOptions::default() };
@@ -121,8 +121,11 @@ async fn once(net: &Network, providers: &Providers, image: &str) -> (Duration, D
         refreshed: true,
         ..options
     };
-    let memory =
-        Memory { serial: outcome.state.serial, lineage: outcome.state.lineage.clone(), ..Memory::default() };
+    let memory = Remembered {
+        serial: outcome.state.serial,
+        lineage: outcome.state.lineage.clone(),
+        ..Remembered::default()
+    };
     let down = plan(net, &now, &memory, &destroy).expect("destroy plan").plan;
     let outcome = executor::apply(
         &down,

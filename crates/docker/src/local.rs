@@ -26,6 +26,7 @@ use peerfleet_core::Address;
 use peerfleet_core::network::{ChainId, ProviderKind};
 use peerfleet_core::provider::{CreateContext, ErrorKind, Inventory, MachineProvider, ProviderError};
 use peerfleet_core::resource::{Machine, MachineSpec, MachineStatus};
+use peerfleet_core::retry::RetryPolicy;
 
 use crate::engine::DockerEngine;
 use crate::error::{PROVIDER, engine_error, is_not_found};
@@ -77,10 +78,9 @@ impl LocalNodes {
         if nodes.iter().any(|n| label(n, labels::ADDRESS).is_some()) {
             return Ok(Vec::new());
         }
-        let mut pause = Duration::from_millis(100);
-        let mut left = Vec::new();
-        for attempt in 1..=CLEANUP_ATTEMPTS {
-            left.clear();
+        let mut attempts = CLEANUP_RETRY.attempts();
+        loop {
+            let mut left = Vec::new();
             for internet in internet_networks(docker, network).await? {
                 let Some(id) = internet.id else { continue };
                 match docker.remove_network(&id).await {
@@ -107,13 +107,11 @@ impl LocalNodes {
             if left.is_empty() {
                 return Ok(left);
             }
-            if attempt < CLEANUP_ATTEMPTS {
-                tracing::debug!(network, attempt, "the internet network is still in use; trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
+            tracing::debug!(network, attempt = attempts.made(), "the internet network is still in use");
+            if !attempts.wait(None).await {
+                return Ok(left);
             }
         }
-        Ok(left)
     }
 
     /// Disconnects the endpoints of network `id` whose containers are gone or belong to `network`;
@@ -261,8 +259,14 @@ impl MachineProvider for LocalNodes {
     }
 }
 
-/// How many times [`LocalNodes::cleanup`] tries to remove an internet network that is still in use.
-const CLEANUP_ATTEMPTS: u32 = 5;
+/// How [`LocalNodes::cleanup`] tries again to remove an internet network that is still in use: the
+/// engine releases endpoints within a second or two of a container's removal.
+const CLEANUP_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(2),
+    max_attempts: 5,
+    max_wait: Duration::ZERO,
+};
 
 /// The first twelve characters of a Docker ID, as `docker ps` shows it.
 fn short(id: &str) -> &str {

@@ -12,6 +12,7 @@
 //!    [`Message::Pong`]; a peer silent for three intervals is dropped. [`Message::Bye`] closes with a
 //!    reason (shutdown, replaced by a newer connection).
 
+use peerfleet_core::retry::RetryPolicy;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -421,11 +422,12 @@ pub(crate) async fn dial(seed: String, shared: Arc<Shared>, timing: Timing, mut 
 }
 
 /// Delay before retry number `failures` (0 after a success): `initial × 2^failures`, capped at `max`,
-/// then a random point in its upper half so many nodes restarting together do not retry in lockstep.
+/// then a random point in its upper half so many nodes restarting together do not retry in lockstep
+/// (peerfleet's one backoff, [`RetryPolicy::delay`]).
 pub(crate) fn backoff(timing: &Timing, failures: u32) -> Duration {
-    let ceiling = timing.backoff_initial.saturating_mul(1u32 << failures.min(20)).min(timing.backoff_max);
-    let floor = ceiling / 2;
-    floor + (ceiling - floor).mul_f64(rand::random::<f64>())
+    let policy =
+        RetryPolicy { base: timing.backoff_initial, cap: timing.backoff_max, ..RetryPolicy::default() };
+    policy.delay(failures.saturating_add(1), None, rand::random::<f64>())
 }
 
 #[cfg(test)]

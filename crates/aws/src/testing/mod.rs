@@ -23,10 +23,10 @@ use peerfleet_core::plan::idempotency_key;
 use peerfleet_core::resource::{BOOTSTRAP_VERSION, FirewallRule, FirewallSpec, MachineSpec, Protocol};
 use peerfleet_core::{Address, ProviderKind};
 
-pub use moto::{DEBIAN_AMI, DEBIAN_AMI_CN, Moto, MotoError, MotoOptions};
+pub use moto::{DEBIAN_AMI, DEBIAN_AMI_CN, Moto, MotoError};
 pub use proxy::{Fault, FaultProxy, Recorded};
 
-use crate::{AwsSettings, RetryPolicy, Waits};
+use crate::{AwsSettings, RetryPolicy, Timeouts, Waits};
 
 /// Settings for a provider talking to a stand-in at `endpoint`: dummy static credentials, three
 /// attempts per request with millisecond backoff, and waits bounded in seconds.
@@ -37,11 +37,11 @@ pub fn settings(endpoint: &str) -> AwsSettings {
         credentials: Some(SharedCredentialsProvider::new(credentials)),
         retry: RetryPolicy {
             max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(100),
-            connect_timeout: Duration::from_secs(2),
-            attempt_timeout: Duration::from_secs(20),
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(100),
+            ..RetryPolicy::default()
         },
+        timeouts: Timeouts { connect: Duration::from_secs(2), attempt: Duration::from_secs(20) },
         waits: Waits {
             visibility: Duration::from_secs(2),
             running: Duration::from_secs(10),

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::retry::Calls;
+use super::retry::StepContext;
 use super::{ApplyEvent, own_error};
 use crate::plan::Gate;
 use crate::provider::{ContainerEngine, ErrorKind, ProviderError};
 use crate::resource::{Container, ContainerState, Health};
+use crate::retry::Backoff;
 
 /// How often a gate looks: `first`, doubling up to `max`.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ pub(crate) async fn wait_healthy(
     started: Container,
     gate: &Gate,
     poll: Poll,
-    calls: &Calls,
+    calls: &StepContext,
 ) -> Result<Container, ProviderError> {
     if passes(&started) {
         return Ok(started);
@@ -56,10 +57,9 @@ pub(crate) async fn wait_healthy(
     };
     calls.report(waiting(&last_seen));
     let polling = async {
-        let mut delay = poll.first;
+        let mut polls = Backoff::new(poll.first, poll.max);
         loop {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(poll.max);
+            polls.wait().await;
             match engine.inspect_container(&started).await {
                 Ok(Some(now)) if passes(&now) => return Ok(now),
                 Ok(Some(now)) => {

@@ -14,7 +14,10 @@
 //! - A failed step skips every change that (transitively) waits for it; independent branches go on.
 //!   [`ApplyOutcome::failed`] holds root causes only; skipped changes name theirs.
 //! - Provider calls are retried only for retryable errors ([`crate::provider::ProviderError::is_retryable`]),
-//!   with jittered exponential backoff, never sooner than a provider's `retry_after`.
+//!   with jittered exponential backoff, never sooner than a provider's `retry_after`, and only by
+//!   one layer: a provider that retries its own requests
+//!   ([`crate::provider::MachineProvider::retries_requests`]) gets one attempt per call.
+//! - Every step ends within [`ApplyOptions::step_deadline`], failing with the attempts it made.
 //! - A container step with a health gate is done when the container is healthy, not when it started.
 //! - A crash (or an abort) at any instant leaves a state that says what may have happened: the intent
 //!   of every create that started is saved before the provider is called, and machine creates carry
@@ -62,17 +65,26 @@ use crate::plan::Action;
 use crate::provider::{ErrorKind, ProviderError};
 use crate::state::{LockOptions, State, StateError};
 
+pub use crate::retry::RetryPolicy;
 pub use queue::QueueError;
-pub use retry::RetryPolicy;
 pub use run::{apply, apply_locked};
+
+/// [`ApplyOptions::step_deadline`]'s default.
+pub const DEFAULT_STEP_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 /// How to apply.
 #[derive(Clone)]
 pub struct ApplyOptions {
     /// Steps in flight at most (`--parallelism`, default 10; 0 counts as 1).
     pub parallelism: usize,
-    /// How failed provider calls are retried.
+    /// How failed calls to providers and engines without a retry layer of their own are retried
+    /// (see [`crate::retry`]: one retry layer per call path).
     pub retry: RetryPolicy,
+    /// How long one step may take in all (its calls, their retries, polls and health gate). A step
+    /// still running then is stopped and fails, saying how many attempts it made; the state lock's
+    /// lease is renewed meanwhile. Default 20 minutes: above the longest single wait a provider
+    /// makes (10 minutes for a droplet to boot or an instance to terminate) plus a health gate.
+    pub step_deadline: Duration,
     /// How the state lock is taken ([`apply`] only) and how long its lease lasts; the lease is renewed
     /// every third of it while applying.
     pub lock: LockOptions,
@@ -93,6 +105,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             parallelism: 10,
             retry: RetryPolicy::default(),
+            step_deadline: DEFAULT_STEP_DEADLINE,
             lock: LockOptions::default(),
             operation: "apply".to_string(),
             gate_poll: Duration::from_millis(100),
@@ -107,6 +120,7 @@ impl fmt::Debug for ApplyOptions {
         f.debug_struct("ApplyOptions")
             .field("parallelism", &self.parallelism)
             .field("retry", &self.retry)
+            .field("step_deadline", &self.step_deadline)
             .field("lock", &self.lock)
             .field("operation", &self.operation)
             .field("gate_poll", &self.gate_poll)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::*;
 use crate::actual::ActualState;
 use crate::network::{Network, ProviderKind, Role};
-use crate::plan::{Memory, Plan, PlanOptions, plan};
+use crate::plan::{Plan, PlanOptions, Remembered, plan};
 use crate::refresh::refresh;
 use crate::resource::{ContainerState, Health};
 use crate::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
@@ -37,8 +37,8 @@ fn network(version: &str, policy: UpdatePolicy) -> Network {
         .unwrap()
 }
 
-fn memory(state: &crate::state::State) -> Memory {
-    Memory {
+fn memory(state: &crate::state::State) -> Remembered {
+    Remembered {
         lineage: state.lineage.clone(),
         serial: state.serial,
         pinned: state.chain.as_ref().and_then(|p| p.genesis().map(|g| (p.id.clone(), g))),

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::gate::Poll;
 use super::queue::Queue;
-use super::retry::{Calls, ThrottleCounts};
+use super::retry::{StepContext, ThrottleCounts};
 use super::steps::{self, Live, StepResult};
 use super::{
     ApplyEvent, ApplyOptions, ApplyOutcome, ExecutorError, Interrupt, InterruptLevel, Reporter,
@@ -353,11 +353,14 @@ impl<'a> Run<'a> {
             Ok(work) => work,
             Err(error) => return self.fail(address, error, false),
         };
-        let calls = Calls {
+        let calls = StepContext {
             address: address.clone(),
-            policy: self.options.retry.clone(),
+            policy: self.options.retry,
             events: self.events_tx.clone(),
             throttled: self.throttled.clone(),
+            started: Instant::now(),
+            deadline: self.options.step_deadline,
+            attempts: Default::default(),
         };
         let poll = Poll { first: self.options.gate_poll, max: self.options.gate_poll_max };
         let handle = self.tasks.spawn(async move { work.run(&calls, poll).await });

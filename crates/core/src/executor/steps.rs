@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::gate::{self, Poll};
 use super::own_error;
-use super::retry::Calls;
+use super::retry::{Retries, StepContext};
 use crate::address::Address;
 use crate::network::{ProviderKind, Role};
 use crate::plan::{Action, Change, Gate, Plan};
@@ -26,24 +26,24 @@ use crate::update::{FailureAction, UpdateOrder};
 /// What exists now, by address.
 pub(crate) type Live = BTreeMap<Address, Actual>;
 
-type Api = Arc<dyn MachineProvider>;
+type SharedProvider = Arc<dyn MachineProvider>;
 
 /// The provider calls of one change, with everything they need.
 pub(crate) enum Work {
     Machine {
-        remove: Option<(Api, Machine)>,
-        update: Option<(Api, Machine, MachineSpec)>,
-        create: Option<(Api, MachineSpec, CreateContext)>,
+        remove: Option<(SharedProvider, Machine)>,
+        update: Option<(SharedProvider, Machine, MachineSpec)>,
+        create: Option<(SharedProvider, MachineSpec, CreateContext)>,
     },
     Firewall {
-        remove: Option<(Api, Firewall)>,
-        update: Option<(Api, Firewall, FirewallSpec)>,
-        create: Option<(Api, FirewallSpec)>,
+        remove: Option<(SharedProvider, Firewall)>,
+        update: Option<(SharedProvider, Firewall, FirewallSpec)>,
+        create: Option<(SharedProvider, FirewallSpec)>,
     },
     StableIp {
-        remove: Option<(Api, StableIp)>,
-        attach: Option<(Api, StableIp, Machine)>,
-        create: Option<(Api, StableIpSpec, Machine)>,
+        remove: Option<(SharedProvider, StableIp)>,
+        attach: Option<(SharedProvider, StableIp, Machine)>,
+        create: Option<(SharedProvider, StableIpSpec, Machine)>,
     },
     Container {
         engines: Arc<dyn EngineConnector>,
@@ -69,7 +69,10 @@ pub(crate) struct StepResult {
 }
 
 /// The provider registered for `kind`.
-pub(crate) fn provider_of(providers: &Providers, kind: ProviderKind) -> Result<Api, ProviderError> {
+pub(crate) fn provider_of(
+    providers: &Providers,
+    kind: ProviderKind,
+) -> Result<SharedProvider, ProviderError> {
     providers
         .machines(kind)
         .cloned()
@@ -344,6 +347,11 @@ pub(crate) fn prepare(
     }
 }
 
+/// Who retries calls to `api`: the provider itself when it says so, else the executor.
+fn retries(api: &SharedProvider) -> Retries {
+    if api.retries_requests() { Retries::Below } else { Retries::Here }
+}
+
 /// Removes the old object (if any), then creates the new one (if any); a failure after the removal
 /// says so, because the old object is then gone from the world and must go from the state.
 async fn remove_then_create(
@@ -369,41 +377,57 @@ fn updated(result: Result<Actual, ProviderError>) -> StepResult {
 
 impl Work {
     /// Performs the calls, each retried as `calls` says.
-    pub(crate) async fn run(self, calls: &Calls, poll: Poll) -> StepResult {
+    pub(crate) async fn run(self, calls: &StepContext, poll: Poll) -> StepResult {
         match self {
             Work::Machine { remove, update, create } => {
                 if let Some((api, current, spec)) = update {
                     return updated(
-                        calls.call(|| api.update_machine(&current, &spec)).await.map(Actual::Machine),
+                        calls
+                            .call(retries(&api), || api.update_machine(&current, &spec))
+                            .await
+                            .map(Actual::Machine),
                     );
                 }
-                let remove = remove.as_ref().map(|(api, m)| calls.call(move || api.delete_machine(m)));
+                let remove =
+                    remove.as_ref().map(|(api, m)| calls.call(retries(api), move || api.delete_machine(m)));
                 let create = create.as_ref().map(|(api, spec, ctx)| async move {
-                    calls.call(|| api.create_machine(spec, ctx)).await.map(Actual::Machine)
+                    calls.call(retries(api), || api.create_machine(spec, ctx)).await.map(Actual::Machine)
                 });
                 remove_then_create(remove, create).await
             }
             Work::Firewall { remove, update, create } => {
                 if let Some((api, current, spec)) = update {
                     return updated(
-                        calls.call(|| api.update_firewall(&current, &spec)).await.map(Actual::Firewall),
+                        calls
+                            .call(retries(&api), || api.update_firewall(&current, &spec))
+                            .await
+                            .map(Actual::Firewall),
                     );
                 }
-                let remove = remove.as_ref().map(|(api, f)| calls.call(move || api.delete_firewall(f)));
+                let remove =
+                    remove.as_ref().map(|(api, f)| calls.call(retries(api), move || api.delete_firewall(f)));
                 let create = create.as_ref().map(|(api, spec)| async move {
-                    calls.call(|| api.create_firewall(spec)).await.map(Actual::Firewall)
+                    calls.call(retries(api), || api.create_firewall(spec)).await.map(Actual::Firewall)
                 });
                 remove_then_create(remove, create).await
             }
             Work::StableIp { remove, attach, create } => {
                 if let Some((api, current, machine)) = attach {
                     return updated(
-                        calls.call(|| api.attach_stable_ip(&current, &machine)).await.map(Actual::StableIp),
+                        calls
+                            .call(retries(&api), || api.attach_stable_ip(&current, &machine))
+                            .await
+                            .map(Actual::StableIp),
                     );
                 }
-                let remove = remove.as_ref().map(|(api, ip)| calls.call(move || api.delete_stable_ip(ip)));
+                let remove = remove
+                    .as_ref()
+                    .map(|(api, ip)| calls.call(retries(api), move || api.delete_stable_ip(ip)));
                 let create = create.as_ref().map(|(api, spec, machine)| async move {
-                    calls.call(|| api.create_stable_ip(spec, machine)).await.map(Actual::StableIp)
+                    calls
+                        .call(retries(api), || api.create_stable_ip(spec, machine))
+                        .await
+                        .map(Actual::StableIp)
                 });
                 remove_then_create(remove, create).await
             }
@@ -424,14 +448,14 @@ type NewContainer = (ContainerSpec, ContainerContext, Option<Gate>);
 /// The container calls of one step.
 struct Containers<'a> {
     engines: &'a dyn EngineConnector,
-    calls: &'a Calls,
+    calls: &'a StepContext,
     poll: Poll,
 }
 
 impl Containers<'_> {
     async fn remove(&self, node: &Machine, container: &Container) -> Result<(), ProviderError> {
-        let engine = self.calls.call(|| self.engines.engine_for(node)).await?;
-        self.calls.call(|| engine.remove_container(container)).await
+        let engine = self.calls.call(Retries::Here, || self.engines.engine_for(node)).await?;
+        self.calls.call(Retries::Here, || engine.remove_container(container)).await
     }
 
     /// Creates and starts `spec`, then waits for its gate. On failure, also returns the container that
@@ -442,14 +466,21 @@ impl Containers<'_> {
         ctx: &ContainerContext,
         gate: Option<&Gate>,
     ) -> Result<Container, (Option<Container>, ProviderError)> {
-        let engine = self.calls.call(|| self.engines.engine_for(&ctx.node)).await.map_err(|e| (None, e))?;
-        let started = self.calls.call(|| engine.create_container(spec, ctx)).await.map_err(|e| (None, e))?;
+        let engine = self
+            .calls
+            .call(Retries::Here, || self.engines.engine_for(&ctx.node))
+            .await
+            .map_err(|e| (None, e))?;
+        let started = self
+            .calls
+            .call(Retries::Here, || engine.create_container(spec, ctx))
+            .await
+            .map_err(|e| (None, e))?;
         match gate {
             Some(gate) => {
                 let made = started.clone();
-                gate::wait_healthy(engine.as_ref(), started, gate, self.poll, self.calls)
-                    .await
-                    .map_err(|e| (Some(made), e))
+                let waiting = gate::wait_healthy(engine.as_ref(), started, gate, self.poll, self.calls);
+                self.calls.within_deadline(waiting).await.and_then(|r| r).map_err(|e| (Some(made), e))
             }
             None => Ok(started),
         }

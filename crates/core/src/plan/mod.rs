@@ -194,7 +194,7 @@ mod rollout;
 pub use rollout::{Rollout, RolloutKind, RolloutStep};
 
 pub use planner::{
-    GATE_TIMEOUT_MS, Memory, PlanError, PlanOptions, Planned, idempotency_key, layer_of, plan,
+    GATE_TIMEOUT_MS, PlanError, PlanOptions, Planned, Remembered, idempotency_key, layer_of, plan,
 };
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub const GATE_TIMEOUT_MS: u64 = 180_000;
 
 /// What the state file remembers that the planner needs.
 #[derive(Debug, Clone, Default)]
-pub struct Memory {
+pub struct Remembered {
     /// State lineage.
     pub lineage: Option<String>,
     /// State serial.
@@ -133,7 +133,7 @@ pub fn idempotency_key(network: &str, address: &Address, generation: u32) -> Str
 pub fn plan(
     network: &Network,
     actual: &ActualState,
-    memory: &Memory,
+    memory: &Remembered,
     opts: &PlanOptions,
 ) -> Result<Planned, PlanError> {
     let mut warnings = Vec::new();

@@ -122,13 +122,13 @@ fn realize(plan: &Plan) -> ActualState {
     realize_from(&ActualState::default(), plan)
 }
 
-fn memory_after(plan: &Plan) -> Memory {
+fn memory_after(plan: &Plan) -> Remembered {
     let genesis = plan.changes.iter().find_map(|c| match &c.after {
         Some(Desired::Container(s)) if s.role == Role::Genesis => Some(s.env["GENESIS_B64"].clone()),
         _ => None,
     });
     use base64::Engine as _;
-    Memory {
+    Remembered {
         lineage: Some("l".into()),
         serial: 1,
         pinned: genesis
@@ -153,7 +153,7 @@ fn actions(plan: &Plan) -> Vec<String> {
 
 #[test]
 fn fresh_network_creates_everything_in_dependency_order() {
-    let planned = plan(&network(3), &ActualState::default(), &Memory::default(), &opts()).unwrap();
+    let planned = plan(&network(3), &ActualState::default(), &Remembered::default(), &opts()).unwrap();
     let p = &planned.plan;
     let s = p.summary();
     // 3 machines, 3 firewalls (one per provider-region), 2 stable IPs (genesis and master hosts), 5 containers.
@@ -169,8 +169,8 @@ fn fresh_network_creates_everything_in_dependency_order() {
 
 #[test]
 fn plan_json_is_byte_identical_across_runs() {
-    let a = plan(&network(9), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
-    let b = plan(&network(9), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let a = plan(&network(9), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
+    let b = plan(&network(9), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
     let actual = realize(&a);
     let c = plan(&network(9), &actual, &memory_after(&a), &opts()).unwrap().plan;
@@ -180,7 +180,7 @@ fn plan_json_is_byte_identical_across_runs() {
 
 #[test]
 fn converged_network_plans_no_changes() {
-    let first = plan(&network(3), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(3), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let again = plan(&network(3), &realize(&first), &memory_after(&first), &opts()).unwrap().plan;
     assert!(!again.has_changes(), "{:#?}", actions(&again));
     assert_eq!(again.unchanged, 13);
@@ -188,7 +188,7 @@ fn converged_network_plans_no_changes() {
 
 #[test]
 fn scaling_changes_only_the_difference() {
-    let first = plan(&network(3), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(3), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let three = realize(&first);
     let up = plan(&network(9), &three, &memory_after(&first), &opts()).unwrap().plan;
     assert_eq!(up.summary().create, 6, "{:#?}", actions(&up));
@@ -200,7 +200,7 @@ fn scaling_changes_only_the_difference() {
 
 #[test]
 fn size_replaces_on_aws_but_resizes_in_place_on_digitalocean() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let mut net = network(1);
     for c in &mut net.clusters {
@@ -224,7 +224,7 @@ fn size_replaces_on_aws_but_resizes_in_place_on_digitalocean() {
 
 #[test]
 fn tags_update_machines_in_place_and_env_replaces_only_containers() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let mut net = network(1);
     net.clusters[0].tags.insert("extra".into());
@@ -240,7 +240,7 @@ fn tags_update_machines_in_place_and_env_replaces_only_containers() {
 
 #[test]
 fn image_and_bootstrap_changes_replace_machines_with_a_new_generation_and_key() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let mut net = network(1);
     net.clusters[2].image = Some("ami-new".into());
@@ -259,7 +259,7 @@ fn image_and_bootstrap_changes_replace_machines_with_a_new_generation_and_key() 
 
 #[test]
 fn a_changed_genesis_file_is_refused_without_the_override() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let mut net = network(1);
     net.chain = Chain::from_genesis(b"another chain".to_vec(), None);
@@ -267,7 +267,7 @@ fn a_changed_genesis_file_is_refused_without_the_override() {
     assert!(matches!(err, PlanError::ChainMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&format!("--replace-genesis {}", first.chain_id)));
     // Even with the state file lost: the running genesis server carries the pin.
-    let err = plan(&net, &actual, &Memory::default(), &opts()).unwrap_err();
+    let err = plan(&net, &actual, &Remembered::default(), &opts()).unwrap_err();
     assert!(matches!(err, PlanError::ChainMismatch { .. }), "{err}");
     let wrong = ChainId::of(b"nope");
     let err =
@@ -286,13 +286,13 @@ fn a_changed_genesis_file_is_refused_without_the_override() {
 
 #[test]
 fn destroying_the_genesis_server_needs_the_current_chain_id() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let destroy = PlanOptions { destroy: true, ..opts() };
-    let err = plan(&network(1), &actual, &Memory::default(), &destroy).unwrap_err();
+    let err = plan(&network(1), &actual, &Remembered::default(), &destroy).unwrap_err();
     assert!(matches!(err, PlanError::GenesisProtected { what: "destroy", .. }), "{err}");
     let allowed = PlanOptions { replace_genesis: Some(first.chain_id.clone()), ..destroy };
-    let p = plan(&network(1), &actual, &Memory::default(), &allowed).unwrap().plan;
+    let p = plan(&network(1), &actual, &Remembered::default(), &allowed).unwrap().plan;
     assert_eq!(p.summary().delete, actual.objects.len());
     // Containers go before the machines they run on; firewalls after their machines.
     let m = p.change(&Address::machine("virginia", 0)).unwrap();
@@ -316,7 +316,7 @@ fn destroying_the_genesis_server_needs_the_current_chain_id() {
 
 #[test]
 fn replacing_the_genesis_host_machine_is_protected() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let host = first
         .changes
@@ -335,7 +335,7 @@ fn replacing_the_genesis_host_machine_is_protected() {
 
 #[test]
 fn a_dead_genesis_container_is_restored_from_the_pinned_bytes_without_override() {
-    let first = plan(&network(1), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let mut actual = realize(&first);
     let addr = Address::container("genesis", 0);
     if let Some(Actual::Container(c)) = actual.objects.get_mut(&addr) {
@@ -355,7 +355,7 @@ fn only_machines_leaves_containers_out() {
     let p = plan(
         &network(3),
         &ActualState::default(),
-        &Memory::default(),
+        &Remembered::default(),
         &PlanOptions { only: Some(Layer::Machines), ..opts() },
     )
     .unwrap()
@@ -379,7 +379,7 @@ fn firewall_opens_docker_tls_only_to_admin_cidrs() {
 fn sensitive_env_compares_sealed_and_is_never_shown() {
     let mut net = network(1);
     net.services[2].env.insert("API_TOKEN".into(), "hunter2".into());
-    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let memory = Remembered { seal_key: Some(test_seal_key()), ..Remembered::default() };
     let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
     let actual = realize(&first);
     // Engines keep sensitive values sealed: the converged network must still plan no changes.
@@ -400,13 +400,13 @@ fn sensitive_env_compares_sealed_and_is_never_shown() {
 #[test]
 fn a_generation_with_no_successor_is_refused_instead_of_reusing_an_idempotency_key() {
     let net = network(1);
-    let first = plan(&net, &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&net, &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let machine = first
         .changes
         .iter()
         .find(|c| layer_of(&c.address) == Layer::Machines && c.address.to_string().starts_with("machine."))
         .unwrap();
-    let mut memory = Memory::default();
+    let mut memory = Remembered::default();
     memory.generations.insert(machine.address.clone(), u32::MAX);
     let err = plan(&net, &ActualState::default(), &memory, &opts()).unwrap_err();
     assert!(matches!(err, PlanError::GenerationExhausted { last: u32::MAX, .. }), "{err}");
@@ -425,7 +425,7 @@ fn changed_declared_secret_replaces_its_container_without_showing_it() {
     let mut net = network(1);
     // A name the heuristic misses: only the declaration makes it sensitive.
     net.services[2].secrets.insert("DATABASE_URL".into(), Secret::new("postgres://u:pw1@db/x"));
-    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let memory = Remembered { seal_key: Some(test_seal_key()), ..Remembered::default() };
     let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
     let relay = Address::container("relay", 0);
     let Some(Desired::Container(spec)) = &first.change(&relay).unwrap().after else { panic!("a container") };
@@ -450,11 +450,11 @@ fn another_networks_key_cannot_confirm_a_secret() {
     use crate::provider::Secret;
     let mut net = network(1);
     net.services[2].secrets.insert("CREDENTIALS".into(), Secret::new("s3cret"));
-    let memory = Memory { seal_key: Some(test_seal_key()), ..Memory::default() };
+    let memory = Remembered { seal_key: Some(test_seal_key()), ..Remembered::default() };
     let first = plan(&net, &ActualState::default(), &memory, &opts()).unwrap().plan;
     let actual = realize(&first);
     // Same value, another key (state lost and remade): the stored seal cannot be matched.
-    let other = Memory { seal_key: Some(crate::seal::SealKey::generate()), ..memory_after(&first) };
+    let other = Remembered { seal_key: Some(crate::seal::SealKey::generate()), ..memory_after(&first) };
     let p = plan(&net, &actual, &other, &opts()).unwrap().plan;
     assert_eq!(p.change(&Address::container("relay", 0)).unwrap().action, Action::Replace);
 }

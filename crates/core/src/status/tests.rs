@@ -1,7 +1,7 @@
 //! Status verdicts on a small network, from what refresh and the engine would report.
 
 use super::*;
-use crate::plan::{Memory, PlanOptions, plan};
+use crate::plan::{PlanOptions, Remembered, plan};
 use crate::resource::{Container, Desired, Machine};
 use crate::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
 
@@ -18,7 +18,7 @@ fn network() -> Network {
 
 /// Everything the spec declares, running and healthy, with probe lines saying so.
 fn healthy_world(net: &Network) -> (ActualState, BTreeMap<Address, HealthDetail>) {
-    let p = plan(net, &ActualState::default(), &Memory::default(), &PlanOptions::default()).unwrap().plan;
+    let p = plan(net, &ActualState::default(), &Remembered::default(), &PlanOptions::default()).unwrap().plan;
     let mut actual = ActualState { containers_listed: true, ..Default::default() };
     let mut details = BTreeMap::new();
     for (n, c) in p.changes.iter().enumerate() {

@@ -21,8 +21,8 @@ mod routes;
 use json::action_json;
 pub use json::rfc3339;
 use model::{Action, Effect, Firewall, ReservedIp, documentation_addresses};
-pub use model::{Call, Droplet, DropletStatus, Reply, Timing, valid_tag};
-pub use routes::{Op, ROUTES, route};
+pub use model::{Call, Delays, Droplet, DropletStatus, Reply, valid_tag};
+pub use routes::{Operation, ROUTES, route};
 
 /// The largest page DigitalOcean serves.
 pub const MAX_PER_PAGE: usize = 200;
@@ -36,7 +36,7 @@ pub const USER_DATA_LIMIT: usize = 64 * 1024;
 /// The account.
 #[derive(Debug)]
 pub struct World {
-    timing: Timing,
+    timing: Delays,
     base_url: String,
     next_droplet: u64,
     next_action: u64,
@@ -52,7 +52,7 @@ pub struct World {
 
 impl World {
     /// An empty account whose pagination links point at `base_url`.
-    pub fn new(timing: Timing, base_url: String) -> Self {
+    pub fn new(timing: Delays, base_url: String) -> Self {
         World {
             timing,
             base_url,
@@ -70,7 +70,7 @@ impl World {
     }
 
     /// Changes the timing for what is created from now on.
-    pub fn set_timing(&mut self, timing: Timing) {
+    pub fn set_timing(&mut self, timing: Delays) {
         self.timing = timing;
     }
 
@@ -174,18 +174,20 @@ impl World {
     }
 
     /// Handles one call.
-    pub fn handle(&mut self, op: Op, call: &Call<'_>, now: Instant) -> Reply {
+    pub fn handle(&mut self, op: Operation, call: &Call<'_>, now: Instant) -> Reply {
         self.tick(now);
         match op {
-            Op::DropletsList => self.droplets_list(call),
-            Op::DropletsCreate => self.droplets_create(call, now),
-            Op::DropletsGet => match call.param_u64("droplet_id").and_then(|id| self.droplets.get(&id)) {
-                Some(d) => Reply::ok(200, json!({ "droplet": self.droplet_json(d) })),
-                None => Reply::not_found(),
-            },
-            Op::DropletsDestroy => self.droplets_destroy(call),
-            Op::DropletActionsPost => self.droplet_action(call, now),
-            Op::DropletActionsGet => {
+            Operation::DropletsList => self.droplets_list(call),
+            Operation::DropletsCreate => self.droplets_create(call, now),
+            Operation::DropletsGet => {
+                match call.param_u64("droplet_id").and_then(|id| self.droplets.get(&id)) {
+                    Some(d) => Reply::ok(200, json!({ "droplet": self.droplet_json(d) })),
+                    None => Reply::not_found(),
+                }
+            }
+            Operation::DropletsDestroy => self.droplets_destroy(call),
+            Operation::DropletActionsPost => self.droplet_action(call, now),
+            Operation::DropletActionsGet => {
                 let droplet = call.param_u64("droplet_id");
                 match call.param_u64("action_id").and_then(|id| self.actions.get(&id)) {
                     Some(a) if a.resource_type == "droplet" && Some(a.resource_id) == droplet => {
@@ -194,49 +196,53 @@ impl World {
                     _ => Reply::not_found(),
                 }
             }
-            Op::ActionsGet => match call.param_u64("action_id").and_then(|id| self.actions.get(&id)) {
+            Operation::ActionsGet => match call.param_u64("action_id").and_then(|id| self.actions.get(&id)) {
                 Some(a) => Reply::ok(200, json!({ "action": action_json(a) })),
                 None => Reply::not_found(),
             },
-            Op::TagsCreate => self.tags_create(call),
-            Op::TagsGet => match call.params.get("tag_id") {
+            Operation::TagsCreate => self.tags_create(call),
+            Operation::TagsGet => match call.params.get("tag_id") {
                 Some(t) if self.tags.contains(t) => Reply::ok(200, json!({ "tag": self.tag_json(t) })),
                 _ => Reply::not_found(),
             },
-            Op::TagsDelete => self.tags_delete(call),
-            Op::TagsAssign | Op::TagsUnassign => self.tag_resources(call, op == Op::TagsAssign),
-            Op::FirewallsList => {
+            Operation::TagsDelete => self.tags_delete(call),
+            Operation::TagsAssign | Operation::TagsUnassign => {
+                self.tag_resources(call, op == Operation::TagsAssign)
+            }
+            Operation::FirewallsList => {
                 let items = self.firewalls.values().map(|f| self.firewall_json(f)).collect();
                 self.page(call, items, "firewalls")
             }
-            Op::FirewallsCreate => self.firewall_write(call, None),
-            Op::FirewallsGet => match call.params.get("firewall_id").and_then(|id| self.firewalls.get(id)) {
-                Some(f) => Reply::ok(200, json!({ "firewall": self.firewall_json(f) })),
-                None => Reply::not_found(),
-            },
-            Op::FirewallsUpdate => match call.params.get("firewall_id") {
+            Operation::FirewallsCreate => self.firewall_write(call, None),
+            Operation::FirewallsGet => {
+                match call.params.get("firewall_id").and_then(|id| self.firewalls.get(id)) {
+                    Some(f) => Reply::ok(200, json!({ "firewall": self.firewall_json(f) })),
+                    None => Reply::not_found(),
+                }
+            }
+            Operation::FirewallsUpdate => match call.params.get("firewall_id") {
                 Some(id) if self.firewalls.contains_key(id) => self.firewall_write(call, Some(id.clone())),
                 _ => Reply::not_found(),
             },
-            Op::FirewallsDelete => {
+            Operation::FirewallsDelete => {
                 match call.params.get("firewall_id").and_then(|id| self.firewalls.remove(id)) {
                     Some(_) => Reply::empty(),
                     None => Reply::not_found(),
                 }
             }
-            Op::FirewallsAddTags | Op::FirewallsDeleteTags => {
-                self.firewall_tags(call, op == Op::FirewallsAddTags)
+            Operation::FirewallsAddTags | Operation::FirewallsDeleteTags => {
+                self.firewall_tags(call, op == Operation::FirewallsAddTags)
             }
-            Op::ReservedIpsList => {
+            Operation::ReservedIpsList => {
                 let items = self.reserved_ips.values().map(|r| self.reserved_ip_json(r)).collect();
                 self.page(call, items, "reserved_ips")
             }
-            Op::ReservedIpsCreate => self.reserved_ip_create(call, now),
-            Op::ReservedIpsGet => match self.reserved_ip_param(call) {
+            Operation::ReservedIpsCreate => self.reserved_ip_create(call, now),
+            Operation::ReservedIpsGet => match self.reserved_ip_param(call) {
                 Some(r) => Reply::ok(200, json!({ "reserved_ip": self.reserved_ip_json(r) })),
                 None => Reply::not_found(),
             },
-            Op::ReservedIpsDelete => match self.reserved_ip_param(call).map(|r| r.ip) {
+            Operation::ReservedIpsDelete => match self.reserved_ip_param(call).map(|r| r.ip) {
                 Some(ip) => {
                     self.reserved_ips.remove(&ip);
                     self.public_pool.push(ip);
@@ -244,8 +250,8 @@ impl World {
                 }
                 None => Reply::not_found(),
             },
-            Op::ReservedIpActionsPost => self.reserved_ip_action(call, now),
-            Op::ReservedIpActionsGet => {
+            Operation::ReservedIpActionsPost => self.reserved_ip_action(call, now),
+            Operation::ReservedIpActionsGet => {
                 let ip = self.reserved_ip_param(call).map(|r| u32::from(r.ip) as u64);
                 match call.param_u64("action_id").and_then(|id| self.actions.get(&id)) {
                     Some(a) if a.resource_type == "reserved_ip" && Some(a.resource_id) == ip => {
@@ -254,11 +260,11 @@ impl World {
                     _ => Reply::not_found(),
                 }
             }
-            Op::RegionsList => {
+            Operation::RegionsList => {
                 let items = catalog::REGIONS.iter().map(catalog::region_json).collect();
                 self.page(call, items, "regions")
             }
-            Op::SizesList => {
+            Operation::SizesList => {
                 let items = catalog::SIZES.iter().map(catalog::size_json).collect();
                 self.page(call, items, "sizes")
             }

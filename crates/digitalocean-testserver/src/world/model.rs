@@ -127,9 +127,9 @@ pub(super) struct Action {
     pub(super) effect: Effect,
 }
 
-/// Timing of the simulated account.
+/// How long the simulated account takes: a droplet to boot, an action to complete.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub struct Delays {
     /// How long a droplet stays `new`.
     pub boot: Duration,
     /// How long an action stays `in-progress`.

@@ -111,9 +111,9 @@ impl Inner {
                 }),
             }
         }
-        let attempts = self.settings.retry.attempts.max(1);
+        let mut attempts = self.settings.retry.attempts();
         let mut last_error = None;
-        for attempt in 0..attempts {
+        loop {
             let existing = match self.droplets(network, not_before).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -172,7 +172,9 @@ impl Inner {
             if wanted.is_empty() {
                 return;
             }
-            tokio::time::sleep(self.backoff(attempt)).await;
+            if !attempts.wait(None).await {
+                break;
+            }
             not_before = Instant::now();
         }
         let e = last_error.unwrap_or_else(|| {
@@ -190,7 +192,8 @@ impl Inner {
         } else {
             body["names"] = Value::Array(group.iter().map(|w| Value::String(w.name.clone())).collect());
         }
-        let answer = self.call(Method::POST, "/v2/droplets", Some(&body), Retry::Unsafe).await?;
+        // This loop is the create's retry layer: the client sends it once.
+        let answer = self.call(Method::POST, "/v2/droplets", Some(&body), Retry::Caller).await?;
         let made = match (answer.body.get("droplet"), answer.body.get("droplets")) {
             (Some(d), _) => vec![d.clone()],
             (None, Some(Value::Array(ds))) => ds.clone(),

@@ -109,11 +109,15 @@ impl Inner {
 
     /// Brings droplet `id` to `size` (off, resize, on), from whatever state a crash left it in.
     async fn resize(self: &Arc<Self>, id: u64, size: &str) -> Result<(), ProviderError> {
-        // Each step moves the droplet one state further; 8 is more than the longest path.
+        // Each step moves the droplet one state further; 8 is more than the longest path. A locked
+        // or moving droplet is polled again, within the time an action may take.
+        let mut polls = self.settings.poll.polls(self.settings.poll.action_timeout);
         for _ in 0..8 {
             let d = self.get_droplet(id).await?;
             if d.locked {
-                tokio::time::sleep(self.settings.poll.min_interval).await;
+                if !polls.wait().await {
+                    break;
+                }
                 continue;
             }
             match (d.size_slug == size, d.status.as_str()) {
@@ -124,7 +128,11 @@ impl Inner {
                 (false, "off") => {
                     self.droplet_action(id, json!({ "type": "resize", "size": size, "disk": false })).await?;
                 }
-                (false, _) => tokio::time::sleep(self.settings.poll.min_interval).await,
+                (false, _) => {
+                    if !polls.wait().await {
+                        break;
+                    }
+                }
             }
         }
         Err(transient(format!("droplet {id}: resize to {size} did not settle")))

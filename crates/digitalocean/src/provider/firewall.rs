@@ -41,7 +41,7 @@ impl Inner {
                 move || {
                     async move {
                         let answer =
-                            inner.call(Method::POST, "/v2/firewalls", Some(body), Retry::Unsafe).await?;
+                            inner.call(Method::POST, "/v2/firewalls", Some(body), Retry::Caller).await?;
                         inner.answered_firewall(&answer, &spec.network, &spec.region)
                     }
                     .boxed()

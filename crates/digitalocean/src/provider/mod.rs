@@ -12,7 +12,6 @@ mod wait;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt as _;
@@ -101,7 +100,7 @@ impl DigitalOceanProvider {
     /// `Invalid` for an unusable URL, `Unauthorized` for a token no header can carry.
     pub fn new(token: Secret, settings: Settings) -> Result<Self, ProviderError> {
         let limiter = RateLimiter::new(settings.limits);
-        let api = Api::new(&settings.api_url, &token, limiter, settings.retry)?;
+        let api = Api::new(&settings.api_url, &token, limiter, settings.retry, settings.request_timeout)?;
         Ok(DigitalOceanProvider {
             inner: Arc::new(Inner {
                 api,
@@ -188,10 +187,6 @@ impl Inner {
         reuse.max(*lock(&self.changed))
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.settings.retry.base_delay.saturating_mul(1 << attempt.min(10)).min(self.settings.retry.max_delay)
-    }
-
     async fn call(
         &self,
         method: Method,
@@ -247,6 +242,11 @@ fn check_provider(kind: ProviderKind, what: &Address) -> Result<(), ProviderErro
 impl MachineProvider for DigitalOceanProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::DigitalOcean
+    }
+
+    /// Its client retries each request, and its look-up-before-create loops retry creates ([`crate::client`]).
+    fn retries_requests(&self) -> bool {
+        true
     }
 
     /// One listing of the network's droplets (one request per 200), one of the account's firewalls

@@ -50,7 +50,7 @@ impl Inner {
                                 Method::POST,
                                 "/v2/reserved_ips",
                                 Some(&json!({ "droplet_id": id })),
-                                Retry::Unsafe,
+                                Retry::Caller,
                             )
                             .await?;
                         let ip = answer

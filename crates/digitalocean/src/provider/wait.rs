@@ -17,23 +17,21 @@ use crate::error::PROVIDER;
 use crate::model::Droplet;
 
 impl Inner {
-    /// Calls `check` until it yields a value, sleeping between calls in proportion to the time
-    /// already waited ([`crate::PollPolicy::interval`]); bounded by `timeout`. `check` is given the
-    /// instant the previous check began: anything observed since then is news to it.
+    /// Calls `check` until it yields a value, sleeping between calls as the settings' polls say
+    /// ([`crate::PollPolicy::polls`]); bounded by `timeout`. `check` is given the instant the
+    /// previous check began: anything observed since then is news to it.
     pub(super) async fn poll_until<'a, T>(
         &self,
         what: &str,
         timeout: Duration,
         mut check: impl FnMut(Instant) -> BoxFuture<'a, Result<Option<T>, ProviderError>> + Send,
     ) -> Result<T, ProviderError> {
-        let start = Instant::now();
-        let mut since = start;
+        let mut polls = self.settings.poll.polls(timeout);
+        let mut since = Instant::now();
         loop {
-            let elapsed = start.elapsed();
-            if elapsed >= timeout {
+            if !polls.wait().await {
                 return Err(transient(format!("{what} within {} s", timeout.as_secs())));
             }
-            tokio::time::sleep(self.settings.poll.interval(elapsed)).await;
             let now = Instant::now();
             if let Some(done) = check(since).await? {
                 return Ok(done);
@@ -99,7 +97,8 @@ impl Inner {
 
     /// Returns what `find` finds in a listing that started at or after the instant it is given;
     /// else runs `create`. A create whose answer was lost (`Transient`) may have happened, so it is
-    /// followed by another `find`, never by a blind repeat. Bounded by the retry policy.
+    /// followed by another `find`, never by a blind repeat. This loop is the create's one retry
+    /// layer (the client sends `create`'s request once: [`Retry::Caller`]), bounded by the policy.
     pub(super) async fn find_or_create<'a, T>(
         &self,
         what: &str,
@@ -107,8 +106,8 @@ impl Inner {
         mut create: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>> + Send,
     ) -> Result<T, ProviderError> {
         let mut not_before = Instant::now();
-        let mut last = None;
-        for attempt in 0..self.settings.retry.attempts.max(1) {
+        let mut attempts = self.settings.retry.attempts();
+        loop {
             if let Some(found) = find(not_before).await? {
                 return Ok(found);
             }
@@ -117,13 +116,13 @@ impl Inner {
             match result {
                 Err(e) if e.kind == ErrorKind::Transient => {
                     tracing::debug!("{what} create answer lost ({e}); looking up before trying again");
-                    last = Some(e);
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    if !attempts.wait(None).await {
+                        return Err(e);
+                    }
                     not_before = Instant::now();
                 }
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| transient(format!("{what} creates kept failing"))))
     }
 }

@@ -4,8 +4,9 @@ use super::*;
 use crate::update::{FailureAction, MaxUnavailable, UpdateOrder, UpdatePolicy};
 
 /// A converged network of `relays` relays, and the same network with the relays' env changed.
-fn env_change(relays: u32, policy: UpdatePolicy) -> (ActualState, Memory, Network) {
-    let first = plan(&network(relays), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+fn env_change(relays: u32, policy: UpdatePolicy) -> (ActualState, Remembered, Network) {
+    let first =
+        plan(&network(relays), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let mut net = network(relays);
     net.services[2].env.insert("LOG_LEVEL".into(), "debug".into());
     net.services[2].update = policy;
@@ -65,7 +66,7 @@ fn start_first_where_ports_allow_and_stop_first_where_they_clash() {
     assert!(p.changes.iter().filter_map(|c| c.rollout.as_ref()).all(|s| s.order == UpdateOrder::StartFirst));
 
     // Publishing the peer port on a cloud machine: old and new cannot both hold it.
-    let first = plan(&network(3), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(3), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let mut before = network(3);
     before.services[2].ports = vec![26656];
     let p0 = plan(&before, &realize(&first), &memory_after(&first), &opts()).unwrap().plan;
@@ -86,7 +87,7 @@ fn start_first_where_ports_allow_and_stop_first_where_they_clash() {
 
 #[test]
 fn rollback_falls_back_to_pause_when_the_previous_spec_holds_sealed_secrets() {
-    let first = plan(&network(2), &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&network(2), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let mut sealed = realize(&first);
     for o in sealed.objects.values_mut() {
         if let Actual::Container(c) = o
@@ -134,7 +135,7 @@ fn dead_containers_and_creates_are_not_part_of_a_rollout() {
 fn machine_replaces_roll_per_cluster_and_take_their_containers_along() {
     let mut base = network(4);
     base.clusters[2].nodes = 3; // oregon: genesis lives on frankfurt, protected by the pin
-    let first = plan(&base, &ActualState::default(), &Memory::default(), &opts()).unwrap().plan;
+    let first = plan(&base, &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
     let actual = realize(&first);
     let mut net = base.clone();
     net.clusters[2].image = Some("ami-new".into());
