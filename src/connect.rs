@@ -26,7 +26,7 @@ pub struct ConnectOptions {
     /// Whether containers will be listed or created (builds the engine connector and the reference
     /// image). `false` for `--only machines`.
     pub containers: bool,
-    /// A workspace whose `cargo build -p peerfleet-node --example peerfleet-node` can produce the node binary
+    /// A workspace whose `cargo build --example peerfleet-node` can produce the node binary
     /// when it is not installed beside the running executable (examples pass their
     /// `CARGO_MANIFEST_DIR`).
     pub workspace_dir: Option<PathBuf>,

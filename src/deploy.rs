@@ -147,7 +147,7 @@ impl Deployment {
         Deployment { network, store, connect: ConnectOptions::default(), providers: None }
     }
 
-    /// Lets the node binary be built with `cargo build -p peerfleet-node --example peerfleet-node` in `dir`
+    /// Lets the node binary be built with `cargo build --example peerfleet-node` in `dir`
     /// when it is not installed beside the running executable (examples run from the source tree
     /// pass theirs).
     pub fn with_workspace(mut self, dir: impl Into<PathBuf>) -> Self {

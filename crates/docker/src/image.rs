@@ -247,11 +247,14 @@ pub async fn ensure_image(docker: &Docker, image: &ReferenceImage) -> Result<Ens
 /// beside the CLI):
 /// 1. `PEERFLEET_NODE_BIN`, when set;
 /// 2. when running under Cargo (`CARGO` is set) and `workspace_manifest_dir` is given (pass
-///    `env!("CARGO_MANIFEST_DIR")`), `cargo build -p peerfleet-node --example peerfleet-node` in the
-///    profile this crate was built in: only the node crate's dependencies, quick when nothing changed,
-///    and never a stale binary in use;
+///    `env!("CARGO_MANIFEST_DIR")`), `cargo build --example peerfleet-node` there, in the profile this
+///    crate was built in: quick when nothing changed, and never a stale binary in use. Without `-p`,
+///    Cargo picks the package of that directory or the workspace's default members — in peerfleet's
+///    workspace the examples package, whose build a `cargo run --example` has just made, so only the
+///    node example is linked;
 /// 3. `peerfleet-node` next to the running executable, or in its parent directory (examples and tests
-///    run from subdirectories of the profile directory).
+///    run from subdirectories of the profile directory), or in its `examples/` subdirectory (the CLI
+///    run by `cargo run -p peerfleet` from a source tree finds the node the examples built).
 ///
 /// # Errors
 /// [`Error::NodeBinaryNotFound`] naming what was tried, or [`Error::Command`] when the build fails.
@@ -271,8 +274,11 @@ pub fn locate_node_binary(workspace_manifest_dir: Option<&Path>) -> Result<PathB
         return cargo_build_node(Path::new(&cargo), dir);
     }
     let exe = std::env::current_exe().map_err(|e| Error::NodeBinaryNotFound(e.to_string()))?;
-    let candidates: Vec<PathBuf> =
+    let mut candidates: Vec<PathBuf> =
         exe.ancestors().skip(1).take(2).map(|dir| dir.join(binary_name())).collect();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("examples").join(binary_name()));
+    }
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         Error::NodeBinaryNotFound(format!(
@@ -281,6 +287,24 @@ pub fn locate_node_binary(workspace_manifest_dir: Option<&Path>) -> Result<PathB
             tried.join(", ")
         ))
     })
+}
+
+/// Whether `key` is one of the variables Cargo sets for the program it runs (not one a person sets
+/// for Cargo, such as `CARGO_TARGET_DIR` or `CARGO_HOME`; `CARGO` itself is kept).
+fn set_by_cargo_for_the_program(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 fn binary_name() -> String {
@@ -292,16 +316,23 @@ fn cargo_build_node(cargo: &Path, manifest_dir: &Path) -> Result<PathBuf, Error>
     let mut command = Command::new(cargo);
     command.current_dir(manifest_dir).args([
         "build",
-        "-p",
-        "peerfleet-node",
         "--example",
         "peerfleet-node",
         "--message-format=json-render-diagnostics",
     ]);
+    // A program run by `cargo run` carries the variables Cargo sets for the package it ran. Build
+    // scripts watch some of them (`ring` reruns on `CARGO_PKG_NAME` and `CARGO_MANIFEST_DIR`), and
+    // Cargo compares them with its own environment: passed on, they would rebuild `ring` and all that
+    // depends on it here, and again in the next ordinary build.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_the_program) {
+            command.env_remove(&key);
+        }
+    }
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
-    let described = "cargo build -p peerfleet-node --example peerfleet-node".to_string();
+    let described = format!("cargo build --example peerfleet-node (in {})", manifest_dir.display());
     let out =
         command.output().map_err(|e| Error::Command { command: described.clone(), detail: e.to_string() })?;
     if !out.status.success() {
@@ -324,6 +355,17 @@ fn cargo_build_node(cargo: &Path, manifest_dir: &Path) -> Result<PathBuf, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nested_build_drops_what_cargo_set_for_the_running_program_and_keeps_what_a_person_set() {
+        for key in ["CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH"]
+        {
+            assert!(set_by_cargo_for_the_program(key), "{key}");
+        }
+        for key in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "RUSTFLAGS", "PATH"] {
+            assert!(!set_by_cargo_for_the_program(key), "{key}");
+        }
+    }
 
     const LDD: &str = "\tlinux-vdso.so.1 (0x00007ffc8a5f2000)
 \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f0c1a9d0000)
