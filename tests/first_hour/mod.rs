@@ -256,6 +256,31 @@ fn no_aws_credentials_says_where_they_come_from() {
 }
 
 #[test]
+fn an_image_missing_in_the_region_says_to_set_or_remove_the_clusters_image() {
+    let test = "an_image_missing_in_the_region_says_to_set_or_remove_the_clusters_image";
+    let options = peerfleet::aws::testing::MotoOptions { validate_images: true };
+    let Some(moto) = Moto::for_test_with(test, options).unwrap_or_else(|e| panic!("{test}: {e}")) else {
+        return;
+    };
+    let (dir, mut env) = aws_network("first-hour-image", DUMMY_CREDENTIALS);
+    env.push(("AWS_ENDPOINT_URL", moto.endpoint()));
+    // An AMI ID as copied from another region's spec: EC2 knows it nowhere here.
+    let spec = dir.path().join("network.toml");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("region = \"Virginia\"", "region = \"Virginia\"\nimage = \"ami-0123456789abcdef0\"");
+    std::fs::write(&spec, text).unwrap();
+    let out = cli(dir.path(), &env, &["apply", "-f", "network.toml", "--only", "machines", "--auto-approve"]);
+    let (code, stdout, stderr) = parts(&out);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("✗ machine.virginia[0]")).collect();
+    assert_eq!(failed.len(), 1, "{stderr}");
+    assert!(failed[0].contains("InvalidAMIID"), "{stderr}");
+    assert!(failed[0].contains("not an image available in us-east-1"), "{stderr}");
+    assert!(failed[0].contains("remove it for the region's default image"), "{stderr}");
+}
+
+#[test]
 fn a_city_the_provider_does_not_serve_names_the_providers_that_do() {
     let (dir, _) = aws_network("first-hour-region", DUMMY_CREDENTIALS);
     let spec = dir.path().join("network.toml");

@@ -23,7 +23,7 @@ use peerfleet_core::plan::idempotency_key;
 use peerfleet_core::resource::{BOOTSTRAP_VERSION, FirewallRule, FirewallSpec, MachineSpec, Protocol};
 use peerfleet_core::{Address, ProviderKind};
 
-pub use moto::{DEBIAN_AMI, DEBIAN_AMI_CN, Moto, MotoError};
+pub use moto::{DEBIAN_AMI, DEBIAN_AMI_CN, Moto, MotoError, MotoOptions};
 pub use proxy::{Fault, FaultProxy, Recorded};
 
 use crate::{AwsSettings, RetryPolicy, Timeouts, Waits};

@@ -28,6 +28,14 @@ pub enum MotoError {
     Start(String),
 }
 
+/// How to start moto.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MotoOptions {
+    /// Refuse `RunInstances` with an image moto does not serve (`InvalidAMIID.NotFound`), as EC2
+    /// does; by default moto accepts any image ID.
+    pub validate_images: bool,
+}
+
 /// A running moto server. Dropping it stops the server; so does the death of the test process (the
 /// server runs under a shell that stops it when its stdin, a pipe from this process, closes).
 #[derive(Debug)]
@@ -53,6 +61,14 @@ impl Moto {
     /// # Errors
     /// [`MotoError::Missing`] when it is not installed, [`MotoError::Start`] when it does not answer.
     pub fn start() -> Result<Moto, MotoError> {
+        Self::start_with(MotoOptions::default())
+    }
+
+    /// [`Moto::start`] with `options`.
+    ///
+    /// # Errors
+    /// As [`Moto::start`].
+    pub fn start_with(options: MotoOptions) -> Result<Moto, MotoError> {
         let program = Self::location();
         if !program.exists() {
             return Err(MotoError::Missing(program));
@@ -72,6 +88,7 @@ impl Moto {
             .arg(&program)
             .arg(port.to_string())
             .env("MOTO_AMIS_PATH", &amis)
+            .env("MOTO_ENABLE_AMI_VALIDATION", if options.validate_images { "true" } else { "" })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -90,7 +107,15 @@ impl Moto {
     /// # Errors
     /// When moto is installed but does not start, or is missing under CI.
     pub fn for_test(test: &str) -> Result<Option<Moto>, MotoError> {
-        match Self::start() {
+        Self::for_test_with(test, MotoOptions::default())
+    }
+
+    /// [`Moto::for_test`] with `options`.
+    ///
+    /// # Errors
+    /// As [`Moto::for_test`].
+    pub fn for_test_with(test: &str, options: MotoOptions) -> Result<Option<Moto>, MotoError> {
+        match Self::start_with(options) {
             Ok(m) => Ok(Some(m)),
             Err(MotoError::Missing(path)) if std::env::var("CI").as_deref() != Ok("true") => {
                 eprintln!(
