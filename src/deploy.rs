@@ -57,6 +57,9 @@ pub struct ApplyRequest {
     pub parallelism: usize,
     /// How long to wait for another run's lock.
     pub lock_timeout: std::time::Duration,
+    /// How long a leased (S3) lock stays valid if this run stops renewing it: a run killed mid-apply
+    /// blocks others for at most this long. Renewed every third of it.
+    pub lock_lease: std::time::Duration,
 }
 
 impl Default for ApplyRequest {
@@ -66,6 +69,7 @@ impl Default for ApplyRequest {
             saved: None,
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
+            lock_lease: LockOptions::default().lease,
         }
     }
 }
@@ -254,7 +258,11 @@ impl Deployment {
         interrupt: Interrupt,
     ) -> Result<Applied, DeployError> {
         let operation = if request.plan.destroy { "destroy" } else { "apply" };
-        let lock_options = LockOptions { timeout: request.lock_timeout, ..LockOptions::default() };
+        let lock_options = LockOptions {
+            timeout: request.lock_timeout,
+            lease: request.lock_lease,
+            ..LockOptions::default()
+        };
         // A leased lock (S3) is renewed in the background from here on: through refresh, the
         // confirmation prompt and every step.
         let mut lock = keep_renewed(self.store.lock(operation, &lock_options).await?);
@@ -329,7 +337,7 @@ impl Deployment {
             }
             return Ok(Applied::NothingToDo(Box::new(prepared)));
         }
-        if !confirm_off_runtime(confirm, &prepared) {
+        if !without_stalling(|| confirm(&prepared)) {
             return Ok(Applied::Declined(Box::new(prepared)));
         }
         let plan = &prepared.planned.plan;
@@ -338,6 +346,8 @@ impl Deployment {
             parallelism: request.parallelism.max(1),
             operation: operation.to_string(),
             genesis,
+            // The executor renews the lease every third of it, as the background task does.
+            lock: LockOptions { lease: request.lock_lease, ..LockOptions::default() },
             ..ApplyOptions::default()
         };
         let mut outcome = executor::apply_locked(
@@ -394,14 +404,6 @@ impl Deployment {
             && !(request.destroy && cloud());
         Refreshed { actual, containers, spec_genesis: Some(&self.network.chain.genesis) }
     }
-}
-
-/// Asks `confirm`, which may block (the CLI waits for a person to type "yes"): on a multi-threaded
-/// runtime the worker hands its other tasks over first, so nothing else stalls meanwhile.
-fn confirm_off_runtime(confirm: &mut (dyn FnMut(&Prepared) -> bool + Send), prepared: &Prepared) -> bool {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread { tokio::task::block_in_place(|| confirm(prepared)) } else { confirm(prepared) }
 }
 
 /// What the planner needs from state.
@@ -469,6 +471,18 @@ fn reference_tag_in_use(actual: &ActualState) -> Option<String> {
     })
 }
 
+/// Runs `blocking` (the confirmation prompt), which may block this thread for as long as a person
+/// takes to answer. On a multi-threaded runtime the thread is handed over first (`block_in_place`),
+/// so the tasks it was running move elsewhere: the background renewal of a leased lock must go on
+/// while the prompt waits, or a slow "yes" would find the lock taken over. (A current-thread runtime
+/// cannot do that; an embedder that prompts on one must answer within the lease.)
+fn without_stalling<T>(blocking: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(blocking),
+        _ => blocking(),
+    }
+}
+
 /// A plan with sensitive values sealed: what a plan file holds (see `peerfleet_core::seal`).
 pub fn sealed(plan: &Plan) -> Plan {
     let mut plan = plan.clone();
@@ -506,4 +520,33 @@ fn comparable(plan: &Plan, with_digest: bool) -> String {
     let digest = if with_digest { p.base.actual_digest.clone() } else { None };
     serde_json::to_string(&(&p.network, &p.chain_id, &p.only, changes, digest))
         .expect("plans always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use peerfleet_core::state::{MemoryState, StateBackend, StateErrorKind};
+
+    use super::*;
+
+    /// One worker thread, as on a one-core machine: a prompt that blocks it without handing it over
+    /// would stop the lease renewal, and another run would take the lock over meanwhile.
+    #[test]
+    fn a_lease_is_renewed_while_the_confirmation_prompt_blocks() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        // Spawned, so that it runs on the one worker (the future given to `block_on` would not).
+        let run = rt.spawn(async {
+            let store = MemoryState::new();
+            let options = LockOptions { lease: Duration::from_millis(300), ..LockOptions::default() };
+            let mut lock = keep_renewed(store.lock("apply", &options).await.unwrap());
+            // A person reads the plan for three leases before typing "yes".
+            without_stalling(|| std::thread::sleep(Duration::from_millis(900)));
+            let other = store.lock("apply", &options).await.err().expect("the lock is still held");
+            assert!(matches!(other.kind(), StateErrorKind::Locked(_)), "{other}");
+            lock.renew().await.unwrap();
+            lock.release().await.unwrap();
+        });
+        rt.block_on(run).unwrap();
+    }
 }

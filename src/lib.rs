@@ -35,6 +35,7 @@ pub use peerfleet_node as node;
 
 pub mod connect;
 pub mod deploy;
+pub mod store;
 
 pub use connect::{ConnectError, ConnectOptions, Connected};
 pub use deploy::{Applied, ApplyRequest, DeployError, Deployment, PlanRequest, Prepared};

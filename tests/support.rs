@@ -57,6 +57,8 @@ pub fn without_cloud_env(cmd: &mut Command) -> &mut Command {
         "DIGITALOCEAN_TOKEN",
         "DIGITALOCEAN_ACCESS_TOKEN",
         "DIGITALOCEAN_API_URL",
+        "PEERFLEET_STATE_KEY",
+        "PEERFLEET_STATE_KEY_FILE",
         "RUST_LOG",
     ] {
         cmd.env_remove(key);

@@ -13,3 +13,4 @@ mod local;
 mod node;
 mod secrets;
 mod support;
+mod team;

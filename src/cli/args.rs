@@ -36,6 +36,9 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Remove a state lock left by a crashed run.
     ForceUnlock(StateArgs),
+    /// Work on the state itself.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
@@ -63,9 +66,28 @@ pub struct StateArgs {
     #[command(flatten)]
     /// The spec.
     pub spec: SpecArgs,
-    /// The state file (default: .peerfleet/<network>.state.json beside the spec).
-    #[arg(long, value_name = "PATH")]
-    pub state: Option<PathBuf>,
+    /// Where the state lives: a file, or s3://BUCKET/KEY (default: the spec's [state] table, else
+    /// .peerfleet/<network>.state.json beside the spec).
+    #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
+    pub state: Option<String>,
+}
+
+/// `state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the state to another location (a file or s3://BUCKET/KEY), keeping lineage and serial.
+    /// Refuses a target holding another lineage; the source is left as it is.
+    Migrate {
+        #[command(flatten)]
+        /// Spec and the current state.
+        from: StateArgs,
+        /// Where the state goes.
+        #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
+        to: String,
+        /// Wait up to this many seconds for either state's lock.
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        lock_timeout: u64,
+    },
 }
 
 /// A layer, for `--only`.
@@ -132,6 +154,10 @@ pub struct ApplyArgs {
     /// Wait up to this many seconds for a state lock held by another run.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub lock_timeout: u64,
+    /// A shared (S3) lock stays valid this many seconds after its holder stops renewing it (it renews
+    /// every third): a run killed mid-apply blocks others for at most this long.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_lease: u64,
 }
 
 /// `destroy`.
@@ -152,6 +178,10 @@ pub struct DestroyArgs {
     /// Wait up to this many seconds for a state lock held by another run.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub lock_timeout: u64,
+    /// A shared (S3) lock stays valid this many seconds after its holder stops renewing it (it renews
+    /// every third): a run killed mid-apply blocks others for at most this long.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_lease: u64,
 }
 
 /// `show`.

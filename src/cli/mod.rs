@@ -7,6 +7,7 @@ mod args;
 mod logging;
 mod progress;
 mod show;
+mod state;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -21,14 +22,13 @@ use peerfleet::core::network::{ChainId, Network};
 use peerfleet::core::plan::{Layer, Plan, file as plan_file};
 use peerfleet::core::render::{self, Style};
 use peerfleet::core::spec;
-use peerfleet::core::state::{self, default_state_path};
 use peerfleet::{Applied, ApplyRequest, Deployment, PlanRequest, Prepared};
 
 use progress::LazyProgress;
 
 use args::{
     ApplyArgs, Cli, Command, DestroyArgs, GenesisCommand, GraphArgs, OnlyLayer, PlanArgs, ScaleArgs,
-    ShowArgs, StateArgs,
+    ShowArgs, StateCommand,
 };
 
 /// Runs the CLI and maps the result to an exit code: 0 ok, 1 error, 2 changes (`--detailed-exitcode`).
@@ -90,7 +90,10 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Show(a) => show(a).await,
         Command::Graph(a) => graph(a).await,
         Command::Scale(a) => scale(a).await,
-        Command::ForceUnlock(a) => force_unlock(a),
+        Command::ForceUnlock(a) => state::force_unlock(a).await,
+        Command::State(StateCommand::Migrate { from, to, lock_timeout }) => {
+            state::migrate(from, &to, lock_timeout).await
+        }
         Command::Genesis(GenesisCommand::New { name, out }) => genesis_new(&name, out.as_deref()),
         Command::Completions { shell } => about::completions(shell, &mut std::io::stdout()).map(|()| 0),
         Command::Man => about::man(&mut std::io::stdout()).map(|()| 0),
@@ -100,12 +103,6 @@ async fn run(cli: Cli) -> Result<u8> {
 fn load(path: &Path) -> Result<Network> {
     // Spec errors carry file, line, column and field; print them as they are, one per line.
     spec::load(path).map_err(|e| advice::SpecProblems(e.to_string()).into())
-}
-
-fn deployment(target: &StateArgs) -> Result<Deployment> {
-    let network = load(&target.spec.file)?;
-    let state = target.state.clone().unwrap_or_else(|| default_state_path(&target.spec.file, &network.name));
-    Ok(Deployment::new(network, state))
 }
 
 fn layer(only: Option<OnlyLayer>) -> Option<Layer> {
@@ -151,7 +148,7 @@ fn validate(file: &Path) -> Result<u8> {
 }
 
 async fn plan(a: PlanArgs) -> Result<u8> {
-    let d = deployment(&a.planning.target)?;
+    let d = state::deployment(&a.planning.target).await?;
     let request = PlanRequest {
         only: layer(a.planning.only),
         no_refresh: !a.refresh,
@@ -384,7 +381,7 @@ fn capitalize(s: &str) -> String {
 }
 
 async fn apply(a: ApplyArgs) -> Result<u8> {
-    let d = deployment(&a.planning.target)?;
+    let d = state::deployment(&a.planning.target).await?;
     let saved = a.plan_file.as_deref().map(read_plan).transpose()?;
     if let Some(p) = &saved
         && p.network != d.network().name
@@ -407,13 +404,14 @@ async fn apply(a: ApplyArgs) -> Result<u8> {
         saved,
         parallelism: a.parallelism as usize,
         lock_timeout: Duration::from_secs(a.lock_timeout),
+        lock_lease: Duration::from_secs(a.lock_lease),
     };
     let auto = a.auto_approve || request.saved.is_some();
     run_apply(&d, request, auto, a.json, "apply").await
 }
 
 async fn destroy(a: DestroyArgs) -> Result<u8> {
-    let d = deployment(&a.target)?;
+    let d = state::deployment(&a.target).await?;
     let request = ApplyRequest {
         plan: PlanRequest {
             destroy: true,
@@ -423,12 +421,13 @@ async fn destroy(a: DestroyArgs) -> Result<u8> {
         saved: None,
         parallelism: a.parallelism as usize,
         lock_timeout: Duration::from_secs(a.lock_timeout),
+        lock_lease: Duration::from_secs(a.lock_lease),
     };
     run_apply(&d, request, a.auto_approve, false, "destroy").await
 }
 
 async fn show(a: ShowArgs) -> Result<u8> {
-    let d = deployment(&a.target)?;
+    let d = state::deployment(&a.target).await?;
     let request = PlanRequest { no_refresh: !a.refresh, only: layer(a.only), ..PlanRequest::default() };
     let prepared = d.plan(&request).await?;
     if a.json {
@@ -440,7 +439,7 @@ async fn show(a: ShowArgs) -> Result<u8> {
 }
 
 async fn graph(a: GraphArgs) -> Result<u8> {
-    let d = deployment(&a.target)?;
+    let d = state::deployment(&a.target).await?;
     let prepared = d.plan(&PlanRequest { only: layer(a.only), ..PlanRequest::default() }).await?;
     print!("{}", render::dot(&prepared.planned.plan));
     Ok(0)
@@ -452,8 +451,7 @@ async fn scale(a: ScaleArgs) -> Result<u8> {
     ensure_can_confirm(a.auto_approve, "scale")?;
     let scaled = spec::edit::set_containers(file, &a.service, a.containers).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{}: service `{}` containers {} → {}", file.display(), a.service, scaled.before, scaled.after);
-    let state = a.target.state.clone().unwrap_or_else(|| default_state_path(file, &scaled.network.name));
-    let d = Deployment::new(scaled.network, state);
+    let d = state::deployment_of(scaled.network, &a.target).await?;
     let request = ApplyRequest { parallelism: a.parallelism as usize, ..ApplyRequest::default() };
     let result = run_apply_steps(&d, request, a.auto_approve, false, "scale").await;
     // The spec is the source of truth: once a step ran, the file must keep the new count, or the next
@@ -479,16 +477,6 @@ async fn scale(a: ScaleArgs) -> Result<u8> {
         }
     }
     result
-}
-
-fn force_unlock(a: StateArgs) -> Result<u8> {
-    let network = load(&a.spec.file)?;
-    let path = a.state.clone().unwrap_or_else(|| default_state_path(&a.spec.file, &network.name));
-    match state::force_unlock(&path)? {
-        Some(holder) => println!("Removed the lock of {} held by {holder}.", path.display()),
-        None => println!("{} is not locked.", path.display()),
-    }
-    Ok(0)
 }
 
 fn genesis_new(name: &str, out: Option<&Path>) -> Result<u8> {

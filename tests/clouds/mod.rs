@@ -17,7 +17,7 @@ use crate::support::{parts, root, without_cloud_env};
 const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 
 /// A spec from `examples/` copied into a fresh directory with its genesis.
-fn example(file: &str) -> tempfile::TempDir {
+pub(crate) fn example(file: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root().join("examples").join(file), dir.path().join("network.toml")).unwrap();
     std::fs::copy(root().join("examples/genesis.json"), dir.path().join("genesis.json")).unwrap();

@@ -8,11 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::Region;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
 use tokio::sync::Mutex;
 
@@ -85,32 +81,7 @@ impl AwsProvider {
         if let Some(ec2) = clients.get(&key) {
             return ec2.clone();
         }
-        let (retry, timeouts) = (&self.settings.retry, &self.settings.timeouts);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(retry.max_attempts.max(1))
-                    .with_initial_backoff(retry.base)
-                    .with_max_backoff(retry.cap),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeouts.connect)
-                    .operation_attempt_timeout(timeouts.attempt)
-                    .build(),
-            );
-        if let Some(profile) = &key.1 {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &self.settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(credentials) = &self.settings.credentials {
-            loader = loader.credentials_provider(credentials.clone());
-        }
-        // Loading reads environment and profile files only; credentials resolve on the first request.
-        let config = loader.load().await;
+        let config = self.settings.sdk_config(Some(region), key.1.as_deref()).await;
         let ec2 = Ec2 {
             client: Client::new(&config),
             target: Target { region: key.0.clone(), profile: key.1.clone() },

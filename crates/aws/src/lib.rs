@@ -36,6 +36,7 @@ mod machines;
 mod provider;
 mod settings;
 mod stable_ip;
+pub mod state;
 pub mod tags;
 
 pub use client::AwsProvider;

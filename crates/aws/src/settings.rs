@@ -252,6 +252,47 @@ impl AwsSettings {
         Ok(self)
     }
 
+    /// The SDK configuration every client (EC2, S3) is built from: `region` (or the default region
+    /// chain when `None`), `profile` (or the default credentials chain), the endpoint override, the
+    /// explicit credentials, and the retry policy and timeouts (the SDK's retry is the one retry
+    /// layer of each request, S3 state requests included). Loading reads environment and profile
+    /// files only; credentials resolve on the first request.
+    pub(crate) async fn sdk_config(
+        &self,
+        region: Option<&str>,
+        profile: Option<&str>,
+    ) -> aws_config::SdkConfig {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        let (retry, timeouts) = (&self.retry, &self.timeouts);
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(retry.max_attempts.max(1))
+                    .with_initial_backoff(retry.base)
+                    .with_max_backoff(retry.cap),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeouts.connect)
+                    .operation_attempt_timeout(timeouts.attempt)
+                    .build(),
+            );
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_string()));
+        }
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(credentials) = &self.credentials {
+            loader = loader.credentials_provider(credentials.clone());
+        }
+        loader.load().await
+    }
+
     /// The profile requests to `region` use: the region's, else its partition's, else `None` (the
     /// default chain).
     pub fn profile_for(&self, region: &str) -> Option<&str> {
@@ -307,6 +348,7 @@ mod tests {
                 .collect(),
             services: Vec::new(),
             access: Access::default(),
+            state: Default::default(),
         }
     }
 

@@ -12,4 +12,5 @@ mod firewall;
 mod machines;
 mod regions;
 mod stable_ip;
+mod state;
 mod support;

@@ -29,6 +29,9 @@ pub struct Network {
     pub services: Vec<Service>,
     /// Who may reach the machines' administrative ports.
     pub access: Access,
+    /// Where the state lives (`[state]`; a local file beside the spec when absent).
+    #[serde(default)]
+    pub state: StateSpec,
 }
 
 impl Network {
@@ -414,6 +417,72 @@ pub struct Access {
     pub admin_cidrs: Vec<String>,
     /// Open SSH (22) to `admin_cidrs`.
     pub ssh: bool,
+}
+
+/// Where a network's state lives (`[state]`). The client-side encryption *key* is never part of the
+/// spec; only whether one is required.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StateSpec {
+    /// A local file beside the spec (the default).
+    #[default]
+    Local,
+    /// An S3 object shared by a team.
+    S3(S3StateSpec),
+}
+
+/// `[state] backend = "s3"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3StateSpec {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The state object's key; the lock is the object `key` + `.lock`.
+    pub key: String,
+    /// The bucket's region (default: the AWS default region chain).
+    pub region: Option<String>,
+    /// The AWS credentials profile (default: the default credentials chain).
+    pub profile: Option<String>,
+    /// Server-side encryption to ask S3 for.
+    pub server_side: ServerSideEncryption,
+    /// Whether the state must be encrypted client-side (AES-256-GCM, key from the environment).
+    pub client_encryption: bool,
+}
+
+impl S3StateSpec {
+    /// The object an `s3://bucket/key` URL names (the key may contain `/`), every option at its
+    /// default; `None` for anything else.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let (bucket, key) = url.strip_prefix("s3://")?.split_once('/')?;
+        (!bucket.is_empty() && !key.is_empty() && !key.ends_with('/')).then(|| Self::new(bucket, key))
+    }
+
+    /// `s3://bucket/key` with every option at its default.
+    pub fn new(bucket: &str, key: &str) -> Self {
+        S3StateSpec {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            region: None,
+            profile: None,
+            server_side: ServerSideEncryption::BucketDefault,
+            client_encryption: false,
+        }
+    }
+}
+
+/// Server-side encryption of the state objects (`[state] encryption`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerSideEncryption {
+    /// The bucket's default encryption (S3 encrypts every new object with SSE-S3 by default).
+    #[default]
+    BucketDefault,
+    /// SSE-S3 (`encryption = "sse-s3"`).
+    S3,
+    /// SSE-KMS (`encryption = "sse-kms"`), with `kms_key_id` or the account's default key.
+    Kms {
+        /// A KMS key ARN, ID or alias.
+        key_id: Option<String>,
+    },
 }
 
 /// Default ports of the reference node.

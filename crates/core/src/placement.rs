@@ -157,6 +157,7 @@ mod tests {
             clusters: vec![],
             services,
             access: Access::default(),
+            state: Default::default(),
         }
     }
 

@@ -1,9 +1,11 @@
-//! Test support (feature `testing`): the EC2 stand-in and a fault layer in front of it.
+//! Test support (feature `testing`): the EC2 and S3 stand-in and a fault layer in front of it.
 //!
 //! - [`Moto`] starts `moto_server` on a free loopback port (found at `PEERFLEET_MOTO`, else the
 //!   repository's `.venv/bin/moto_server`, installed by `scripts/setup-moto.sh`) and stops it on drop.
 //! - [`FaultProxy`] sits between the SDK and moto: it records every request (action, region,
-//!   `ClientToken`, tags) and injects EC2 errors such as throttling.
+//!   `ClientToken`, tags) and injects EC2 errors such as throttling; it forwards S3 conditional
+//!   writes one at a time, which makes moto's check-then-write atomic as S3's is.
+//! - [`s3_client`] and [`create_bucket`] look at and prepare the bucket of an S3 state.
 //! - [`settings`] points an [`AwsProvider`](crate::AwsProvider) at either, with static dummy
 //!   credentials set in the SDK config only (never in the process environment, which other tests
 //!   share), short retries and short waits.
@@ -106,4 +108,26 @@ pub fn machine_spec(network: &str, cluster: &str, slot: u32, region: &str) -> Ma
         generation: 0,
         firewall: Some(Address::firewall(ProviderKind::Aws, region)),
     }
+}
+
+/// An S3 client for a stand-in at `endpoint` (path-style addressing, the dummy credentials of
+/// [`settings`]), for tests to create buckets and look at objects as a bucket reader would.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let sdk = settings(endpoint).sdk_config(Some("us-east-1"), None).await;
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build())
+}
+
+/// Creates `bucket` on the stand-in at `endpoint`.
+///
+/// # Errors
+/// When the stand-in refuses.
+pub async fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
+    let client = s3_client(endpoint).await;
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
 }

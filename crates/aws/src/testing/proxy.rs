@@ -9,6 +9,12 @@
 //! [`FaultProxy::fail_randomly`] a seeded share of all requests fails the ways EC2 and networks do:
 //! throttled, 5xx, the connection reset before or after moto acted, or a `NotFound` for an
 //! instance just launched (EC2's eventual consistency).
+//!
+//! S3 requests (the state backend) pass through too, recorded as `METHOD /bucket/key`. moto checks an
+//! S3 conditional write (`If-None-Match: *`, `If-Match: <etag>`) and then writes, on one of its server
+//! threads, without a lock around the two: two racing creates of one key can both succeed, which S3
+//! never allows. The proxy therefore forwards conditional writes one at a time, which makes moto's
+//! check-then-write atomic as S3's is; every other request still runs concurrently.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -57,7 +63,7 @@ impl Fault {
 /// One request the proxy saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
-    /// The EC2 action (`RunInstances`).
+    /// The EC2 action (`RunInstances`), or `METHOD /bucket/key` for an S3 request.
     pub action: String,
     /// The region from the request's SigV4 credential scope.
     pub region: Option<String>,
@@ -153,6 +159,9 @@ pub struct FaultProxy {
     task: JoinHandle<()>,
 }
 
+/// Held while one conditional S3 write is forwarded (see the module documentation).
+type Conditional = Arc<tokio::sync::Mutex<()>>;
+
 impl FaultProxy {
     /// Starts a proxy on a free loopback port that forwards to `upstream` (moto), on the current
     /// tokio runtime.
@@ -164,11 +173,12 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
+        let conditional = Conditional::default();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let state = shared.clone();
+                let (state, conditional) = (shared.clone(), conditional.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve(client, upstream, state).await {
+                    if let Err(e) = serve(client, upstream, state, conditional).await {
                         tracing::debug!(error = %e, "fault proxy connection ended");
                     }
                 });
@@ -262,8 +272,9 @@ impl Message {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// The message with its framing rewritten: a fixed `Content-Length`, and `connection`.
-    fn encode(&self, connection: &str) -> Vec<u8> {
+    /// The message with its framing rewritten: a fixed `Content-Length`, and `connection`. The answer
+    /// to a `HEAD` (`bodiless`) keeps its own `Content-Length`: it is the object's, not the body's.
+    fn encode(&self, connection: &str, bodiless: bool) -> Vec<u8> {
         let mut out = format!("{}\r\n", self.start);
         for (k, v) in &self.headers {
             if ["content-length", "transfer-encoding", "connection", "keep-alive"]
@@ -274,19 +285,33 @@ impl Message {
             }
             out.push_str(&format!("{k}: {v}\r\n"));
         }
-        out.push_str(&format!("Content-Length: {}\r\nConnection: {connection}\r\n\r\n", self.body.len()));
+        let length = match self.header("content-length") {
+            Some(given) if bodiless => given.to_string(),
+            _ => self.body.len().to_string(),
+        };
+        out.push_str(&format!("Content-Length: {length}\r\nConnection: {connection}\r\n\r\n"));
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
     }
 }
 
-/// Reads one message whose body is framed by `Content-Length` (or, for `to_eof`, by the end of the
-/// stream). `Ok(None)` at a clean end of stream before any byte.
+/// How a message's body ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// After `Content-Length` bytes (none without it): a request.
+    Length,
+    /// After `Content-Length` bytes, else at the end of the stream: a response.
+    LengthOrEof,
+    /// There is none whatever the headers say: the answer to a `HEAD`.
+    None,
+}
+
+/// Reads one message framed as `framing` says. `Ok(None)` at a clean end of stream before any byte.
 async fn read_message(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    to_eof: bool,
+    framing: Framing,
 ) -> io::Result<Option<Message>> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -311,6 +336,9 @@ async fn read_message(
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut message = Message { start, headers, body: Vec::new() };
+    if framing == Framing::None {
+        return Ok(Some(message));
+    }
     if message.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         return Err(io::Error::other("chunked bodies are not supported by the fault proxy"));
     }
@@ -327,7 +355,7 @@ async fn read_message(
             message.body = buf.drain(..len).collect();
         }
         Some(Err(_)) => return Err(io::Error::other("bad Content-Length")),
-        None if to_eof => {
+        None if framing == Framing::LengthOrEof => {
             stream.read_to_end(buf).await?;
             message.body = std::mem::take(buf);
         }
@@ -361,12 +389,31 @@ fn status_of(response: &Message) -> u16 {
 }
 
 /// Serves one client connection (keep-alive): each request is faulted, replayed or forwarded.
-async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<State>>) -> io::Result<()> {
+async fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    state: Arc<Mutex<State>>,
+    conditional: Conditional,
+) -> io::Result<()> {
     let mut buf = Vec::new();
-    while let Some(request) = read_message(&mut client, &mut buf, false).await? {
-        let params: BTreeMap<String, String> =
-            form_urlencoded::parse(&request.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        let action = params.get("Action").cloned().unwrap_or_default();
+    while let Some(request) = read_message(&mut client, &mut buf, Framing::Length).await? {
+        let (method, target) = request.start.split_once(' ').unwrap_or_default();
+        let (method, path) = (method.to_string(), target.split(' ').next().unwrap_or_default());
+        // EC2 requests are forms; an S3 request's body is the object, and it has no action.
+        let ec2 = request
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        let params: BTreeMap<String, String> = if ec2 {
+            form_urlencoded::parse(&request.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let action = match params.get("Action") {
+            Some(a) => a.clone(),
+            None => format!("{method} {}", path.split('?').next().unwrap_or_default()),
+        };
+        let is_conditional_write = matches!(method.as_str(), "PUT" | "DELETE")
+            && (request.header("if-match").is_some() || request.header("if-none-match").is_some());
         let region = request.header("authorization").and_then(region_of);
         let token = params.get("ClientToken").cloned().filter(|_| action == "RunInstances");
 
@@ -400,6 +447,10 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
         };
         let (response, by_proxy) = match canned {
             Some(r) => (r, true),
+            None if is_conditional_write => {
+                let _one_at_a_time = conditional.lock().await;
+                (forward(&request, upstream).await?, false)
+            }
             None => (forward(&request, upstream).await?, false),
         };
         let status = status_of(&response);
@@ -416,7 +467,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
         if random == Some(Random::ResetAfter) {
             return Ok(());
         }
-        client.write_all(&response.encode("keep-alive")).await?;
+        client.write_all(&response.encode("keep-alive", method == "HEAD")).await?;
     }
     Ok(())
 }
@@ -424,9 +475,10 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
 /// Sends the request to moto on a fresh connection and reads the whole response.
 async fn forward(request: &Message, upstream: SocketAddr) -> io::Result<Message> {
     let mut conn = TcpStream::connect(upstream).await?;
-    conn.write_all(&request.encode("close")).await?;
+    conn.write_all(&request.encode("close", false)).await?;
     let mut buf = Vec::new();
-    read_message(&mut conn, &mut buf, true)
+    let framing = if request.start.starts_with("HEAD ") { Framing::None } else { Framing::LengthOrEof };
+    read_message(&mut conn, &mut buf, framing)
         .await?
         .ok_or_else(|| io::Error::other("moto closed without answering"))
 }

@@ -53,6 +53,7 @@ fn network(relays: u32) -> Network {
             service("relay", Role::Relay, relays),
         ],
         access: Access { admin_cidrs: vec!["203.0.113.0/24".into()], ssh: false },
+        state: Default::default(),
     }
 }
 

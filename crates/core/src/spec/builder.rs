@@ -104,6 +104,8 @@ impl NetworkBuilder {
             access: unplaced(access),
             clusters: self.clusters.into_iter().map(|c| Located::unplaced(c.raw)).collect(),
             services: self.services.into_iter().map(|s| Located::unplaced(s.into_raw())).collect(),
+            // An embedding program picks its store itself (`Deployment::with_store`).
+            state: None,
         };
         let chain = self.genesis.ok_or_else(|| SpecError::new("chain.genesis", SpecErrorKind::Missing));
         validate(&raw, chain, Origin::default())

@@ -47,6 +47,7 @@ mod error;
 mod hostile_tests;
 mod raw;
 mod secrets;
+mod state;
 #[cfg(test)]
 mod tests;
 mod validate;

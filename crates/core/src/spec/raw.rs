@@ -68,6 +68,21 @@ pub(crate) struct RawSpec {
     pub clusters: Vec<Located<RawCluster>>,
     #[serde(default)]
     pub services: Vec<Located<RawService>>,
+    pub state: Option<Located<RawState>>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub backend: Option<Located<String>>,
+    pub bucket: Option<Located<String>>,
+    pub key: Option<Located<String>>,
+    pub region: Option<Located<String>>,
+    pub profile: Option<Located<String>>,
+    pub encryption: Option<Located<String>>,
+    pub kms_key_id: Option<Located<String>>,
+    pub client_encryption: Option<bool>,
 }
 
 /// `[chain]`.

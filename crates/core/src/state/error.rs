@@ -95,6 +95,26 @@ pub enum StateErrorKind {
          stop that process (or wait for it) instead of forcing the lock"
     )]
     HeldByRunningProcess(Box<LockInfo>),
+    /// The stored state changed since this run read it (another writer saved meanwhile): writing
+    /// would overwrite their version, so nothing was written.
+    #[error(
+        "the stored state changed since this run read it (another writer saved it); nothing was written. \
+         Run the command again"
+    )]
+    Conflict,
+    /// The stored state is not what this run may use: encrypted without (or with another) key,
+    /// tampered with, of another network, or another lineage. The text says which.
+    #[error("{0}")]
+    Refused(String),
+    /// A remote store (S3) failed; the text names the request, the source has the details.
+    #[error("cannot {op}")]
+    Remote {
+        /// What was being done (`read the state object`, ...).
+        op: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An injected failure of the in-memory backend (tests).
     #[error("injected write failure")]
     Injected,

@@ -191,7 +191,7 @@ pub async fn acquire<S: LockSlot>(
     options: &LockOptions,
 ) -> Result<Acquired<S::Guard>, StateError> {
     let start = tokio::time::Instant::now();
-    let (mut unreadable, mut take_overs) = (0, 0);
+    let (mut unreadable, mut take_overs, mut announced) = (0, 0, false);
     loop {
         let info = if slot.leased() {
             LockInfo::for_this_process(operation, options.lease)
@@ -231,11 +231,17 @@ pub async fn acquire<S: LockSlot>(
                 StateErrorKind::LockTimeout { holder: Box::new(holder), waited },
             ));
         }
-        tracing::info!(
-            state = %slot.location(),
-            "waiting for the state lock held by {holder} ({} left)",
-            format_duration(options.timeout - waited)
-        );
+        // Said once where a person sees it (a wait may last minutes), then only in the debug log.
+        if !announced {
+            announced = true;
+            tracing::warn!(
+                state = %slot.location(),
+                "waiting up to {} for the state lock held by {holder}",
+                format_duration(options.timeout - waited)
+            );
+        } else {
+            tracing::debug!(state = %slot.location(), "still waiting for the state lock held by {holder}");
+        }
         tokio::time::sleep(options.poll.min(options.timeout - waited)).await;
     }
 }
@@ -312,8 +318,10 @@ impl StateLock for RenewedLock {
     }
 
     async fn release(self: Box<Self>) -> Result<(), StateError> {
-        self.task.abort();
+        // Taken before the task is stopped: a renewal in flight finishes first, so the lock released
+        // is the version the store holds (aborting mid-renewal would leave us a stale ETag).
         let lock = self.shared.lock().await.take();
+        self.task.abort();
         match lock {
             Some(lock) => lock.release().await,
             None => Ok(()),

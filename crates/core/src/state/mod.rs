@@ -8,8 +8,11 @@
 //! identify a version of the state, which is how apply refuses a plan made from an older one.
 //!
 //! Storage is behind [`StateBackend`]: [`LocalStateFile`] (a JSON file, atomically replaced, mode
-//! 0600, locked by an operating-system lock on a `.lock` file) and [`MemoryState`] (in memory, with a
-//! leased lock like a shared store's, whose holder renews it in the background: [`keep_renewed`]).
+//! 0600, locked by an operating-system lock on a `.lock` file), [`MemoryState`] (in memory, with a
+//! leased lock like a shared store's), and shared stores in other crates (S3 in `peerfleet-aws`),
+//! whose saves are conditional on the version they read and whose lock is leased and renewed in the
+//! background ([`keep_renewed`]). A shared store may encrypt the whole state client-side
+//! ([`encryption`]).
 //!
 //! # Typical use
 //! ```no_run
@@ -24,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod encryption;
 mod error;
 mod heal;
 mod local;
@@ -45,6 +49,7 @@ use crate::plan::{Action, PlanBase};
 use crate::resource::Actual;
 
 pub use crate::provider::Secret;
+pub use encryption::StateKey;
 pub use error::{StateError, StateErrorKind};
 pub use heal::Refreshed;
 pub use local::{LocalStateFile, MAX_STATE_BYTES, force_unlock};

@@ -66,15 +66,16 @@ pub(crate) fn validate(
     v.role_counts(raw);
     v.totals(raw, &clusters, &services);
     v.alias_clashes(raw, &services);
+    let state = super::state::validate(raw.state.as_ref(), v.origin, &mut v.errors);
 
     let clusters: Option<Vec<Cluster>> = clusters.into_iter().collect();
     let services: Option<Vec<Service>> = services.into_iter().collect();
     if let Some(errors) = SpecErrors::with_omitted(v.errors, v.omitted) {
         return Err(errors);
     }
-    match (name, chain, clusters, services, access) {
-        (Some(name), Some(chain), Some(clusters), Some(services), Some(access)) => {
-            Ok(Network { name, chain, clusters, services, access })
+    match (name, chain, clusters, services, access, state) {
+        (Some(name), Some(chain), Some(clusters), Some(services), Some(access), Some(state)) => {
+            Ok(Network { name, chain, clusters, services, access, state })
         }
         // Invariant: every `None` above was reported, so `errors` was not empty.
         _ => unreachable!("a spec part failed validation without an error being reported"),
