@@ -24,11 +24,13 @@ pub mod render;
 pub mod resource;
 pub mod retry;
 pub mod seal;
+pub mod secret;
 pub mod spec;
 pub mod state;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 pub mod update;
 
 pub use address::Address;

@@ -96,7 +96,7 @@ impl TryFrom<String> for ChainId {
         if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(ChainId(s))
         } else {
-            Err(format!("expected a chain ID (64 lowercase hex digits), found {}", crate::spec::quoted(&s)))
+            Err(format!("expected a chain ID (64 lowercase hex digits), found {}", crate::text::quoted(&s)))
         }
     }
 }
@@ -398,7 +398,7 @@ pub struct Service {
     /// Environment declared secret (read from the operator's environment or a file when the spec is
     /// loaded): sealed wherever it is recorded (see [`crate::seal`]), never printed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secrets: BTreeMap<String, crate::provider::Secret>,
+    pub secrets: BTreeMap<String, crate::secret::Secret>,
     /// Ports published on the node (same number on host and container).
     pub ports: Vec<u16>,
     /// When the engine restarts the container.

@@ -78,28 +78,7 @@ impl ProviderError {
     }
 }
 
-/// A string that must never be printed: keys, tokens.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself; call only where it is sent to its one legitimate destination.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// TLS material a cloud machine's bootstrap installs so its Docker engine serves the API with mutual
 /// TLS. Made at apply time from the network's CA; never part of a plan.
