@@ -4,6 +4,7 @@
 //! A [`StableIp`]'s ID is `<region>/<allocation-id>`: the core's `StableIp` carries no region, and a
 //! delete must know which regional endpoint to call.
 
+use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::types::{Address as ElasticIp, DomainType, ResourceType};
 use peerfleet_core::Address;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
@@ -58,41 +59,69 @@ impl AwsProvider {
         machine: &Machine,
     ) -> Result<StableIp, ProviderError> {
         let ec2 = self.ec2(&spec.region).await;
-        // AllocateAddress has no client token: after a crash the address may exist already, so look
-        // for it by its ownership tags before allocating another. The address is matched here, not in
-        // the filter: filter values are patterns, and addresses contain `[` and `]`.
-        let existing = list(&ec2, &spec.network).await?.into_iter().find(|ip| ip.address == spec.address);
-        let ip = match existing {
-            Some(ip) => ip,
-            None => {
-                let name = format!("{}-{}", spec.network, spec.address.slug());
-                let out = ec2
-                    .client
-                    .allocate_address()
-                    .domain(DomainType::Vpc)
-                    .set_tag_specifications(Some(tags::specifications(
-                        &[ResourceType::ElasticIp],
-                        &tags::object_tags(&spec.network, &spec.address, &name),
-                    )))
-                    .send()
-                    .await
-                    .map_err(|e| classify("AllocateAddress", &ec2.target, e))?;
-                let (Some(allocation), Some(public_ip)) = (out.allocation_id(), out.public_ip()) else {
-                    return Err(ProviderError::new(
-                        ErrorKind::Transient,
-                        PROVIDER,
-                        "AllocateAddress returned no allocation ID or address",
-                    ));
-                };
-                StableIp {
-                    id: stable_ip_id(&spec.region, allocation),
-                    address: spec.address.clone(),
-                    ip: public_ip.to_string(),
-                    machine_id: None,
-                }
-            }
-        };
+        let ip = self.find_or_allocate(&ec2, spec).await?;
         self.associate(&ec2, ip, machine).await
+    }
+
+    /// The network's Elastic IP for `spec.address`: the one that exists, else a new allocation.
+    ///
+    /// AllocateAddress has no client token, so a repeated request allocates a second address. After
+    /// a crash the address may exist already, and a response lost after EC2 allocated (a timeout, a
+    /// reset connection) leaves one behind too: so the SDK must not repeat the request on its own.
+    /// This loop is the request's one retry layer: look the address up by its ownership tags, and
+    /// allocate (once) only when it is not there; a retryable failure looks up again before the
+    /// next allocation, within the provider's retry policy. The address is matched here, not in the
+    /// filter: filter values are patterns, and addresses contain `[` and `]`.
+    async fn find_or_allocate(&self, ec2: &Ec2, spec: &StableIpSpec) -> Result<StableIp, ProviderError> {
+        let mut attempts = self.settings.retry.attempts();
+        loop {
+            let existing = list(ec2, &spec.network).await?.into_iter().find(|ip| ip.address == spec.address);
+            if let Some(ip) = existing {
+                return Ok(ip);
+            }
+            let name = format!("{}-{}", spec.network, spec.address.slug());
+            let sent = ec2
+                .client
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .set_tag_specifications(Some(tags::specifications(
+                    &[ResourceType::ElasticIp],
+                    &tags::object_tags(&spec.network, &spec.address, &name),
+                )))
+                .customize()
+                .config_override(
+                    aws_sdk_ec2::config::Builder::default().retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await;
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) => {
+                    let error = classify("AllocateAddress", &ec2.target, e);
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    tracing::debug!(address = %spec.address, "AllocateAddress failed ({error}); looking up before trying again");
+                    if !attempts.wait(error.retry_after()).await {
+                        return Err(error);
+                    }
+                    continue;
+                }
+            };
+            let (Some(allocation), Some(public_ip)) = (out.allocation_id(), out.public_ip()) else {
+                return Err(ProviderError::new(
+                    ErrorKind::Transient,
+                    PROVIDER,
+                    "AllocateAddress returned no allocation ID or address",
+                ));
+            };
+            return Ok(StableIp {
+                id: stable_ip_id(&spec.region, allocation),
+                address: spec.address.clone(),
+                ip: public_ip.to_string(),
+                machine_id: None,
+            });
+        }
     }
 
     pub(crate) async fn associate_ip(

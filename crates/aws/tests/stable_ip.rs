@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, ensure};
 use aws_sdk_ec2::types::Address as ElasticIp;
+use peerfleet_aws::testing::Fault;
 use peerfleet_aws::{parse_stable_ip_id, tags};
 use peerfleet_core::Address;
 use peerfleet_core::ProviderKind;
@@ -73,6 +74,37 @@ async fn elastic_ip_is_allocated_tagged_moved_and_released() -> anyhow::Result<(
         ensure!(h.proxy.count("DisassociateAddress") == 1 && h.proxy.count("ReleaseAddress") == 1);
         h.provider.delete_stable_ip(&moved).await?;
         ensure!(h.provider.inventory(&h.network, REGION).await?.stable_ips.is_empty());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_lost_allocate_address_answer_is_looked_up_never_allocated_twice() -> anyhow::Result<()> {
+    bounded(async {
+        let Some(h) = Harness::start("a_lost_allocate_address_answer_is_looked_up").await? else {
+            return Ok(());
+        };
+        let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
+        let host = h.provider.create_machine(&h.machine("saopaulo", 0, REGION), &h.ctx(&fw)).await?;
+        let spec = StableIpSpec {
+            address: Address::stable_ip("saopaulo", 0),
+            network: h.network.clone(),
+            machine: host.address.clone(),
+            provider: ProviderKind::Aws,
+            region: REGION.into(),
+        };
+        // EC2 allocates, the answer never arrives. AllocateAddress has no client token: a blind
+        // repeat (the SDK's own retry) would allocate a second, billed address.
+        h.proxy.fail("AllocateAddress", 1, Fault::LoseResponse);
+        let ip = h.provider.create_stable_ip(&spec, &host).await?;
+
+        ensure!(h.proxy.count("AllocateAddress") == 1, "allocated once, then found by its tags");
+        let all = h.inspect(REGION).describe_addresses().send().await?;
+        ensure!(all.addresses().len() == 1, "one Elastic IP in the region: {:?}", all.addresses());
+        let (_, allocation) = parse_stable_ip_id(&ip.id)?;
+        let eip = stored(&h, allocation).await?.context("the adopted address exists")?;
+        ensure!(eip.instance_id() == Some(host.id.as_str()), "and is associated with its host");
         Ok(())
     })
     .await

@@ -42,6 +42,9 @@ pub enum Fault {
         /// EC2 error code.
         code: String,
     },
+    /// The request reaches moto and takes effect, then the connection closes without an answer:
+    /// a timeout or a reset after EC2 acted.
+    LoseResponse,
 }
 
 impl Fault {
@@ -49,6 +52,8 @@ impl Fault {
         match self {
             Fault::Throttle => 503,
             Fault::Error { status, .. } => *status,
+            // Never answered; see `serve`.
+            Fault::LoseResponse => 0,
         }
     }
 
@@ -56,6 +61,7 @@ impl Fault {
         match self {
             Fault::Throttle => "RequestLimitExceeded",
             Fault::Error { code, .. } => code,
+            Fault::LoseResponse => "",
         }
     }
 }
@@ -430,10 +436,12 @@ async fn serve(
             }
             _ => None,
         };
-        let canned = {
+        let (canned, lose) = {
             let mut s = lock(&state);
             let armed = s.faults.get_mut(&action).and_then(VecDeque::pop_front);
-            if let Some(fault) = armed.or(random_answer) {
+            let lose = armed == Some(Fault::LoseResponse);
+            let armed = armed.filter(|_| !lose);
+            let canned = if let Some(fault) = armed.or(random_answer) {
                 s.fault_count += 1;
                 Some(error_response(&fault, &format!("peerfleet-fault-{}", s.fault_count)))
             } else {
@@ -443,7 +451,8 @@ async fn serve(
                     headers: vec![("Content-Type".into(), "text/xml;charset=UTF-8".into())],
                     body: body.clone(),
                 })
-            }
+            };
+            (canned, lose)
         };
         let (response, by_proxy) = match canned {
             Some(r) => (r, true),
@@ -464,7 +473,7 @@ async fn serve(
             }
             s.log.push(Recorded { action, region, params, status, answered_by_proxy: by_proxy });
         }
-        if random == Some(Random::ResetAfter) {
+        if lose || random == Some(Random::ResetAfter) {
             return Ok(());
         }
         client.write_all(&response.encode("keep-alive", method == "HEAD")).await?;
