@@ -7,7 +7,7 @@ use peerfleet_aws::{parse_stable_ip_id, tags};
 use peerfleet_core::Address;
 use peerfleet_core::ProviderKind;
 use peerfleet_core::provider::MachineProvider;
-use peerfleet_core::resource::StableIpSpec;
+use peerfleet_core::resource::{Firewall, Machine, StableIpSpec};
 
 use crate::support::{Harness, bounded};
 
@@ -18,21 +18,27 @@ async fn stored(h: &Harness, allocation: &str) -> anyhow::Result<Option<ElasticI
     Ok(out.addresses().iter().find(|a| a.allocation_id() == Some(allocation)).cloned())
 }
 
+/// A firewall, a machine in [`REGION`] behind it, and the spec of the stable IP the machine carries.
+async fn host_with_stable_ip(h: &Harness) -> anyhow::Result<(Firewall, Machine, StableIpSpec)> {
+    let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
+    let host = h.provider.create_machine(&h.machine("saopaulo", 0, REGION), &h.ctx(&fw)).await?;
+    let spec = StableIpSpec {
+        address: Address::stable_ip("saopaulo", 0),
+        network: h.network.clone(),
+        machine: host.address.clone(),
+        provider: ProviderKind::Aws,
+        region: REGION.into(),
+    };
+    Ok((fw, host, spec))
+}
+
 #[tokio::test]
 async fn elastic_ip_is_allocated_tagged_moved_and_released() -> anyhow::Result<()> {
     bounded(async {
         let Some(h) = Harness::start("elastic_ip_is_allocated_tagged_moved_and_released").await? else {
             return Ok(());
         };
-        let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
-        let host = h.provider.create_machine(&h.machine("saopaulo", 0, REGION), &h.ctx(&fw)).await?;
-        let spec = StableIpSpec {
-            address: Address::stable_ip("saopaulo", 0),
-            network: h.network.clone(),
-            machine: host.address.clone(),
-            provider: ProviderKind::Aws,
-            region: REGION.into(),
-        };
+        let (fw, host, spec) = host_with_stable_ip(&h).await?;
 
         let ip = h.provider.create_stable_ip(&spec, &host).await?;
         let (region, allocation) = parse_stable_ip_id(&ip.id)?;
@@ -85,15 +91,7 @@ async fn a_lost_allocate_address_answer_is_looked_up_never_allocated_twice() -> 
         let Some(h) = Harness::start("a_lost_allocate_address_answer_is_looked_up").await? else {
             return Ok(());
         };
-        let fw = h.provider.create_firewall(&h.firewall(REGION)).await?;
-        let host = h.provider.create_machine(&h.machine("saopaulo", 0, REGION), &h.ctx(&fw)).await?;
-        let spec = StableIpSpec {
-            address: Address::stable_ip("saopaulo", 0),
-            network: h.network.clone(),
-            machine: host.address.clone(),
-            provider: ProviderKind::Aws,
-            region: REGION.into(),
-        };
+        let (_, host, spec) = host_with_stable_ip(&h).await?;
         // EC2 allocates, the answer never arrives. AllocateAddress has no client token: a blind
         // repeat (the SDK's own retry) would allocate a second, billed address.
         h.proxy.fail("AllocateAddress", 1, Fault::LoseResponse);
