@@ -14,7 +14,8 @@ use peerfleet_digitalocean_testserver::{Config, Delays, TestServer};
 
 use crate::support::{parts, root, without_cloud_env};
 
-const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
+/// The chain of `examples/genesis.json`.
+pub(crate) const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 
 /// A spec from `examples/` copied into a fresh directory with its genesis.
 pub(crate) fn example(file: &str) -> tempfile::TempDir {

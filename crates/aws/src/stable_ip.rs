@@ -7,6 +7,7 @@
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::types::{Address as ElasticIp, DomainType, ResourceType};
 use peerfleet_core::Address;
+use peerfleet_core::network::ProviderKind;
 use peerfleet_core::provider::{ErrorKind, ProviderError};
 use peerfleet_core::resource::{Machine, StableIp, StableIpSpec};
 
@@ -37,6 +38,7 @@ fn stable_ip_from(address: &ElasticIp, region: &str) -> Option<StableIp> {
         address: owner,
         ip: address.public_ip()?.to_string(),
         machine_id: address.instance_id().map(str::to_string),
+        provider: Some(ProviderKind::Aws),
     })
 }
 
@@ -120,6 +122,7 @@ impl AwsProvider {
                 address: spec.address.clone(),
                 ip: public_ip.to_string(),
                 machine_id: None,
+                provider: Some(ProviderKind::Aws),
             });
         }
     }

@@ -206,6 +206,20 @@ pub trait MachineProvider: Send + Sync {
     async fn delete_stable_ip(&self, current: &StableIp) -> Result<(), ProviderError> {
         Err(unsupported(self.kind(), &format!("stable IP {}", current.address)))
     }
+
+    /// Looks up a stable IP that state remembers and [`MachineProvider::inventory`] did not list.
+    ///
+    /// Where stable IPs carry no ownership tags (DigitalOcean's reserved IPs), the machine they are
+    /// assigned to is their only link to the network: a crash between deleting a machine and
+    /// attaching its IP to the replacement leaves the IP assigned to nothing, so no inventory shows
+    /// it, and without this it would be billed forever while a second one is reserved in its place.
+    /// Returns it, with `machine_id: None`, while it exists and is assigned to nothing; `None` when
+    /// it is gone or assigned elsewhere (then it is no longer the network's). The default, for
+    /// providers whose inventory lists every stable IP of the network by its tags, is `None`.
+    async fn find_stable_ip(&self, remembered: &StableIp) -> Result<Option<StableIp>, ProviderError> {
+        let _ = remembered;
+        Ok(None)
+    }
 }
 
 fn unsupported(kind: ProviderKind, what: &str) -> ProviderError {

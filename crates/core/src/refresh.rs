@@ -2,7 +2,9 @@
 //!
 //! One inventory call per provider-region and one container list per engine — never a call per
 //! object (invariant 5). Regions come from the spec *and* from what state remembers, so machines of a
-//! cluster that moved region or was deleted from the spec are still found and cleaned up.
+//! cluster that moved region or was deleted from the spec are still found and cleaned up. The one
+//! exception is a stable IP that lost its only link to the network (see [`lost_stable_ips`]): it is
+//! looked up by the ID state remembers, one call each, and only when it is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +15,7 @@ use crate::address::Address;
 use crate::network::{Network, ProviderKind};
 use crate::plan::Layer;
 use crate::provider::{ProviderError, Providers};
-use crate::resource::{Actual, MachineStatus};
+use crate::resource::{Actual, MachineStatus, StableIp};
 
 /// How many provider-regions are asked at once.
 const CONCURRENCY: usize = 16;
@@ -83,6 +85,61 @@ pub fn regions(network: &Network, remembered: &[Actual]) -> BTreeSet<(ProviderKi
     out
 }
 
+/// The stable IPs state remembers that no inventory listed, looked up one by one.
+///
+/// Where stable IPs carry no ownership tags (DigitalOcean's reserved IPs), the machine they are
+/// assigned to is their only link to the network. A crash between deleting a machine and attaching
+/// its IP to the replacement leaves the IP assigned to nothing: found here, it is attached to the new
+/// machine (or released) by the next apply, instead of being billed forever while a second one is
+/// reserved. Costs nothing when every remembered IP was listed.
+async fn lost_stable_ips(
+    network: &Network,
+    providers: &Providers,
+    remembered: &[Actual],
+    listed: &[Actual],
+) -> Result<Vec<StableIp>, RefreshError> {
+    let listed: BTreeSet<&Address> = listed.iter().map(Actual::address).collect();
+    let machine_provider = |machine: &Address| {
+        let Address::Machine { cluster, .. } = machine else { return None };
+        let in_spec = network.clusters.iter().find(|c| &c.name == cluster).map(|c| c.provider);
+        in_spec.or_else(|| {
+            remembered.iter().find_map(|a| match a {
+                Actual::Machine(m) if &m.address == machine => Some(m.provider),
+                _ => None,
+            })
+        })
+    };
+    let mut lookups = Vec::new();
+    for object in remembered {
+        let Actual::StableIp(ip) = object else { continue };
+        if listed.contains(&ip.address) {
+            continue;
+        }
+        let Some(kind) = ip.provider.or_else(|| machine_provider(&ip.address.machine_of_ip()?)) else {
+            continue;
+        };
+        let provider = providers
+            .machines(kind)
+            .ok_or_else(|| RefreshError::NoProvider { provider: kind, hint: hint(kind) })?
+            .clone();
+        lookups.push(async move {
+            let found = provider.find_stable_ip(ip).await;
+            (kind, ip, found)
+        });
+    }
+    let answers: Vec<_> = stream::iter(lookups).buffer_unordered(CONCURRENCY).collect().await;
+    let mut found = Vec::new();
+    for (provider, ip, answer) in answers {
+        let answer = answer.map_err(|source| RefreshError::Provider {
+            provider,
+            region: ip.address.to_string(),
+            source,
+        })?;
+        found.extend(answer.map(|f| StableIp { address: ip.address.clone(), ..f }));
+    }
+    Ok(found)
+}
+
 /// Which engines refresh lists containers on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engines {
@@ -138,6 +195,9 @@ pub async fn refresh_engines(
         objects.extend(inventory.firewalls.into_iter().map(Actual::Firewall));
         objects.extend(inventory.stable_ips.into_iter().map(Actual::StableIp));
     }
+    objects.extend(
+        lost_stable_ips(network, providers, remembered, &objects).await?.into_iter().map(Actual::StableIp),
+    );
     objects.sort_by(|a, b| (a.address(), a.id()).cmp(&(b.address(), b.id())));
     for o in objects {
         actual.insert(o);

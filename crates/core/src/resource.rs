@@ -189,6 +189,11 @@ pub struct StableIp {
     pub ip: String,
     /// Provider ID of the machine it is attached to.
     pub machine_id: Option<String>,
+    /// The provider holding it, so that one which lost its machine (a crash between deleting the old
+    /// machine and attaching the IP to the new one) can still be looked up, attached or released.
+    /// States written before it was recorded read `None`: the machine's provider is used then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
 }
 
 /// A desired container.

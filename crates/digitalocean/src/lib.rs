@@ -33,7 +33,9 @@
 //! **Firewalls apply by tag** (`peerfleet:fw:<network>:<region>`), with the same inbound rules as the
 //! AWS security group and all outbound traffic allowed (a DigitalOcean firewall without outbound
 //! rules would drop it). **Reserved IPs** of the genesis and master hosts carry no tags on
-//! DigitalOcean; they are owned through the droplet they are assigned to.
+//! DigitalOcean; they are owned through the droplet they are assigned to. Deleting that droplet
+//! unassigns them, so one left assigned to nothing by a crash mid-replace is looked up by the address
+//! state remembers ([`DigitalOceanProvider`]'s `find_stable_ip`), then attached again or released.
 //!
 //! # Configuration
 //! `DIGITALOCEAN_TOKEN` (or `DIGITALOCEAN_ACCESS_TOKEN`), never printed; `DIGITALOCEAN_API_URL`

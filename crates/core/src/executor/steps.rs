@@ -102,10 +102,14 @@ pub(crate) fn machine_kind(plan: &Plan, live: &Live, machine: &Address) -> Optio
     }
 }
 
-/// The provider of a stable IP change: the spec's, else its machine's.
+/// The provider of a stable IP change: the spec's, else the one recorded with it, else its machine's
+/// (states written before stable IPs recorded their provider).
 pub(crate) fn stable_ip_kind(plan: &Plan, live: &Live, change: &Change) -> Option<ProviderKind> {
     if let Some(Desired::StableIp(s)) = &change.after {
         return Some(s.provider);
+    }
+    if let Some(Actual::StableIp(StableIp { provider: Some(kind), .. })) = &change.before {
+        return Some(*kind);
     }
     machine_kind(plan, live, &change.address.machine_of_ip()?)
 }

@@ -260,6 +260,35 @@ pub fn plan(
             change.action = Action::Replace;
             change.reasons.push(reason);
         }
+        // Their stable IPs move to the successor: deleting a machine detaches its IP (DigitalOcean
+        // unassigns a reserved IP, EC2 disassociates an Elastic IP), so without this the new host
+        // would come up without the address everyone else dials.
+        for (address, want) in &set.resources {
+            let (Desired::StableIp(spec), Some(have)) = (want, actual.objects.get(address)) else {
+                continue;
+            };
+            if !in_layer(address) || !replaced_machines.contains(&spec.machine) {
+                continue;
+            }
+            changes.entry(address.clone()).or_insert_with(|| {
+                unchanged -= 1;
+                Change {
+                    address: address.clone(),
+                    action: Action::Update,
+                    reasons: vec![Reason::field(
+                        "attached_to",
+                        Some(format!("{} (replaced)", spec.machine)),
+                        Some(spec.machine.to_string()),
+                        false,
+                    )],
+                    before: Some(have.clone()),
+                    after: Some(want.clone()),
+                    waits_for: vec![],
+                    gate: None,
+                    rollout: None,
+                }
+            });
+        }
     }
 
     // Pass 3: generations and idempotency keys of machines created now.

@@ -90,6 +90,7 @@ fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
                 address: s.address.clone(),
                 ip: "192.0.2.1".into(),
                 machine_id: None,
+                provider: Some(s.provider),
             }),
             Desired::Container(s) => Actual::Container(Container {
                 id,
@@ -256,6 +257,37 @@ fn image_and_bootstrap_changes_replace_machines_with_a_new_generation_and_key() 
     assert_ne!(spec.idempotency_key, old.idempotency_key);
     assert_eq!(old.idempotency_key, idempotency_key("net", &Address::machine("oregon", 0), 0));
     assert!(spec.idempotency_key.len() <= 64);
+}
+
+#[test]
+fn a_replaced_host_takes_its_stable_ip_with_it() {
+    // Deleting a machine detaches its stable IP (DigitalOcean unassigns it, EC2 disassociates it):
+    // the replace must attach it to the successor, after the successor exists.
+    let first = plan(&network(1), &ActualState::default(), &Remembered::default(), &opts()).unwrap().plan;
+    let actual = realize(&first);
+    let hosts: Vec<(Address, Address)> = first
+        .changes
+        .iter()
+        .filter_map(|c| match &c.after {
+            Some(Desired::StableIp(ip)) => Some((c.address.clone(), ip.machine.clone())),
+            _ => None,
+        })
+        .collect();
+    let genesis_host =
+        |m: &Address| matches!(actual.objects.get(m), Some(Actual::Machine(x)) if x.chain_id.is_some());
+    let (ip, host) = hosts.iter().find(|(_, m)| !genesis_host(m)).expect("the master's host has a stable IP");
+    let Address::Machine { cluster, .. } = host else { panic!("{host}") };
+    let mut net = network(1);
+    net.clusters.iter_mut().find(|c| &c.name == cluster).unwrap().image = Some("new-image".into());
+    let p = plan(&net, &actual, &memory_after(&first), &opts()).unwrap().plan;
+    assert_eq!(p.change(host).unwrap().action, Action::Replace, "{:#?}", actions(&p));
+    let c = p.change(ip).unwrap_or_else(|| panic!("{ip} is attached again: {:#?}", actions(&p)));
+    assert_eq!(c.action, Action::Update);
+    assert!(c.waits_for.contains(host), "{:?}", c.waits_for);
+    assert_eq!(c.reasons[0].field, "attached_to");
+    // Only the replaced host's IP moves.
+    let moved: Vec<_> = p.changes.iter().filter(|c| matches!(c.address, Address::StableIp { .. })).collect();
+    assert_eq!(moved.len(), 1, "{:#?}", actions(&p));
 }
 
 #[test]

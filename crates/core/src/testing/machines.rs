@@ -174,6 +174,7 @@ impl MachineProvider for TestWorld {
                         id: id.clone(),
                         address: spec.address.clone(),
                         machine_id: Some(machine.id.clone()),
+                        provider: Some(spec.provider),
                     };
                     let owned = Owned {
                         network: spec.network.clone(),

@@ -276,6 +276,7 @@ impl MachineProvider for DigitalOceanProvider {
                     address: Address::stable_ip(cluster.clone(), *slot),
                     ip: r.ip.clone(),
                     machine_id: Some(droplet),
+                    provider: Some(ProviderKind::DigitalOcean),
                 })
             })
             .collect();
@@ -314,6 +315,10 @@ impl MachineProvider for DigitalOceanProvider {
 
     async fn delete_firewall(&self, current: &Firewall) -> Result<(), ProviderError> {
         self.inner.delete(&format!("/v2/firewalls/{}", current.id)).await
+    }
+
+    async fn find_stable_ip(&self, remembered: &StableIp) -> Result<Option<StableIp>, ProviderError> {
+        self.inner.find_stable_ip(remembered).await
     }
 
     async fn create_stable_ip(

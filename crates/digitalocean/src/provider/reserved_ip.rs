@@ -1,9 +1,12 @@
 //! Reserved IPs: the stable addresses of the genesis and master hosts. They carry no tags on
-//! DigitalOcean; they are owned through the droplet they are assigned to.
+//! DigitalOcean; they are owned through the droplet they are assigned to. When that droplet is
+//! deleted (a replace) they are assigned to nothing until the new droplet takes them: a crash in that
+//! window is recovered by [`Inner::find_stable_ip`], which refresh calls with what state remembers.
 
 use std::sync::Arc;
 
 use futures::FutureExt as _;
+use peerfleet_core::network::ProviderKind;
 use peerfleet_core::provider::ProviderError;
 use peerfleet_core::resource::{Machine, MachineStatus, StableIp, StableIpSpec};
 use reqwest::Method;
@@ -32,6 +35,7 @@ impl Inner {
             address: spec.address.clone(),
             ip: ip.to_string(),
             machine_id: Some(machine.id.clone()),
+            provider: Some(ProviderKind::DigitalOcean),
         };
         inner
             .find_or_create(
@@ -107,6 +111,35 @@ impl Inner {
             inner.wait_action(action).await?;
         }
         Ok(attached)
+    }
+
+    /// The reserved IP state remembers, while it exists and is assigned to nothing (a crash between
+    /// deleting its droplet and assigning it to the replacement): see
+    /// [`peerfleet_core::provider::MachineProvider::find_stable_ip`].
+    pub(super) async fn find_stable_ip(
+        self: &Arc<Self>,
+        remembered: &StableIp,
+    ) -> Result<Option<StableIp>, ProviderError> {
+        let path = format!("/v2/reserved_ips/{}", remembered.ip);
+        let answer = match self.call(Method::GET, &path, None, Retry::Safe).await {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let reserved: ReservedIp =
+            serde_json::from_value(answer.body.get("reserved_ip").cloned().unwrap_or(Value::Null))
+                .map_err(|e| transient(format!("GET {path}: unexpected reserved IP: {e}")))?;
+        if reserved.droplet_id().is_some() {
+            // Assigned to a droplet the inventory did not show as the network's: someone else's now.
+            return Ok(None);
+        }
+        Ok(Some(StableIp {
+            id: reserved.ip.clone(),
+            address: remembered.address.clone(),
+            ip: reserved.ip,
+            machine_id: None,
+            provider: Some(ProviderKind::DigitalOcean),
+        }))
     }
 
     pub(super) async fn delete_stable_ip(self: &Arc<Self>, current: &StableIp) -> Result<(), ProviderError> {
