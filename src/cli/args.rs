@@ -30,7 +30,8 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Show nodes, containers, placement and the chain ID.
     Show(ShowArgs),
-    /// Print the plan's dependency graph in Graphviz DOT.
+    /// Print the network as a graph in Graphviz DOT: every resource, what it stands on, pending
+    /// changes highlighted (`--changes`: only the plan's changes and their order).
     Graph(GraphArgs),
     /// Set a service's container count in the spec file, then plan and apply.
     Scale(ScaleArgs),
@@ -210,6 +211,10 @@ pub struct GraphArgs {
     /// Restrict to one layer (`machines` never contacts a machine's container engine).
     #[arg(long, value_enum)]
     pub only: Option<OnlyLayer>,
+    /// Only the pending changes and the order apply runs them in (rollout batches boxed), instead of
+    /// the whole network with the changes highlighted.
+    #[arg(long)]
+    pub changes: bool,
 }
 
 /// `scale`.

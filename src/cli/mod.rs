@@ -441,7 +441,11 @@ async fn show(a: ShowArgs) -> Result<u8> {
 async fn graph(a: GraphArgs) -> Result<u8> {
     let d = state::deployment(&a.target).await?;
     let prepared = d.plan(&PlanRequest { only: layer(a.only), ..PlanRequest::default() }).await?;
-    print!("{}", render::dot(&prepared.planned.plan));
+    if a.changes {
+        print!("{}", render::dot(&prepared.planned.plan));
+    } else {
+        print!("{}", peerfleet::core::graph::dot(&prepared.planned.plan, &prepared.actual));
+    }
     Ok(0)
 }
 

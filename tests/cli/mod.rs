@@ -167,4 +167,12 @@ fn graph_prints_dot_with_dependency_edges() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("digraph peerfleet {"), "{out}");
     assert!(out.contains("\"container.master[0]\" -> \"container.genesis[0]\""), "{out}");
+    // The whole network, one box per cluster, everything to be created.
+    assert!(out.contains("subgraph \"cluster_frankfurt\""), "{out}");
+    assert!(out.contains("+ container.relay[8]"), "{out}");
+    // Only the plan's changes and their order.
+    let (code, changes, err) = parts(&peerfleet(dir.path(), &["graph", "-f", "network.toml", "--changes"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(changes.contains("\"container.master[0]\" -> \"container.genesis[0]\""), "{changes}");
+    assert!(!changes.contains("subgraph \"cluster_"), "{changes}");
 }

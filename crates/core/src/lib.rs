@@ -13,6 +13,7 @@ pub mod atomic;
 pub mod bootstrap;
 pub mod desired;
 pub mod executor;
+pub mod graph;
 pub mod input;
 pub mod network;
 pub mod ownership;

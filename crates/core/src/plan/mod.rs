@@ -198,4 +198,4 @@ pub use planner::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -38,7 +38,7 @@ fn service(name: &str, role: Role, containers: u32) -> Service {
     }
 }
 
-fn network(relays: u32) -> Network {
+pub(crate) fn network(relays: u32) -> Network {
     Network {
         name: "net".into(),
         chain: Chain::from_genesis(b"{\"chain\":\"test\"}".to_vec(), None),
@@ -58,7 +58,7 @@ fn network(relays: u32) -> Network {
 }
 
 /// What a perfect apply of `plan`, made against `before`, leaves behind.
-fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
+pub(crate) fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
     let mut objects = before.objects.clone();
     let mut next_id = 1000 + objects.len();
     for c in &plan.changes {
@@ -120,11 +120,11 @@ fn realize_from(before: &ActualState, plan: &Plan) -> ActualState {
 }
 
 /// What a perfect apply of a plan made against nothing leaves behind.
-fn realize(plan: &Plan) -> ActualState {
+pub(crate) fn realize(plan: &Plan) -> ActualState {
     realize_from(&ActualState::default(), plan)
 }
 
-fn memory_after(plan: &Plan) -> Remembered {
+pub(crate) fn memory_after(plan: &Plan) -> Remembered {
     let genesis = plan.changes.iter().find_map(|c| match &c.after {
         Some(Desired::Container(s)) if s.role == Role::Genesis => Some(s.env["GENESIS_B64"].clone()),
         _ => None,
@@ -145,7 +145,7 @@ fn test_seal_key() -> crate::seal::SealKey {
     crate::seal::SealKey::from_secret(&crate::provider::Secret::new("ab".repeat(32))).unwrap()
 }
 
-fn opts() -> PlanOptions {
+pub(crate) fn opts() -> PlanOptions {
     PlanOptions { refreshed: true, ..Default::default() }
 }
 
