@@ -114,6 +114,10 @@ pub struct StatusReport {
     pub containers: Vec<ContainerStatus>,
     /// What makes the network degraded, one line each (empty: healthy).
     pub problems: Vec<String>,
+    /// When the engines were asked (seconds since the Unix epoch): uptimes count to it.
+    pub checked_unix_s: u64,
+    /// Only the machines were looked at (`--only machines`): `containers` is empty, not judged.
+    pub machines_only: bool,
 }
 
 impl StatusReport {
@@ -127,20 +131,24 @@ impl StatusReport {
         if self.is_healthy() { 0 } else { 2 }
     }
 
-    /// "healthy: 11/11 containers, 9/9 relays peered, chain 3fa1…" or "degraded: …".
+    /// "healthy: 9 machines running, 11/11 containers healthy, 9/9 relays peered, chain 3fa1…" or
+    /// "degraded: …; what is wrong".
     pub fn summary(&self) -> String {
+        let running = self.nodes.iter().filter(|n| n.state == MachineStatus::Running).count();
         let healthy = self.containers.iter().filter(|c| c.problem.is_none()).count();
         let relays: Vec<&ContainerStatus> =
             self.containers.iter().filter(|c| c.role == Role::Relay).collect();
         let peered = relays.iter().filter(|c| c.problem.is_none()).count();
-        let head = format!(
-            "{}/{} containers healthy, {}/{} relays peered, chain {}",
-            healthy,
-            self.containers.len(),
-            peered,
-            relays.len(),
-            self.chain_id.short()
-        );
+        let containers = if self.machines_only {
+            " (containers not looked at)".to_string()
+        } else {
+            format!(
+                ", {healthy}/{} containers healthy, {peered}/{} relays peered",
+                self.containers.len(),
+                relays.len()
+            )
+        };
+        let head = format!("{running} machines running{containers}, chain {}", self.chain_id.short());
         if self.is_healthy() {
             format!("healthy: {head}")
         } else {
@@ -166,28 +174,32 @@ impl StatusReport {
                 state.unwrap_or_default()
             );
         }
-        let _ = writeln!(
-            out,
-            "\n  {:<22} {:<8} {:<9} {:<10} {:<13} {:<26} {:<8} NOTE",
-            "CONTAINER", "ROLE", "STATE", "HEALTH", "CHAIN", "PEERS", "UPTIME"
-        );
+        if !self.machines_only {
+            let _ = writeln!(
+                out,
+                "\n  {:<22} {:<8} {:<9} {:<10} {:<13} {:<26} {:<8} NOTE",
+                "CONTAINER", "ROLE", "STATE", "HEALTH", "CHAIN", "PEERS", "UPTIME"
+            );
+        }
         for c in &self.containers {
             let health = c.health.map(|h| format!("{h:?}").to_lowercase()).unwrap_or_else(|| "-".into());
+            // By characters: the ID is what a probe printed, and a byte cut could split a character.
+            let short = |id: &str| id.chars().take(12).collect::<String>();
             let chain = match (&c.chain_id, c.chain_matches) {
-                (Some(id), Some(false)) => format!("{}!", &id[..12.min(id.len())]),
-                (Some(id), _) => id[..12.min(id.len())].to_string(),
+                (Some(id), Some(false)) => format!("{}!", short(id)),
+                (Some(id), _) => short(id),
                 (None, _) => "-".into(),
             };
             let peers = match (c.role, c.master_peered, c.relays) {
                 (Role::Relay, Some(true), _) => match c.peered_since_unix_s {
-                    Some(since) => format!("master (since {since})"),
+                    Some(since) => format!("master for {}", age(self.checked_unix_s.saturating_sub(since))),
                     None => "master".into(),
                 },
                 (Role::Relay, Some(false), _) => "not peered".into(),
                 (Role::Master, _, Some(n)) => format!("{n} relays"),
                 _ => "-".into(),
             };
-            let uptime = c.uptime_s.map(|s| format!("{s}s")).unwrap_or_else(|| "-".into());
+            let uptime = c.uptime_s.map_or_else(|| "-".into(), age);
             let note = c
                 .problem
                 .clone()
@@ -207,7 +219,22 @@ impl StatusReport {
             );
         }
         let _ = writeln!(out, "\n{}", self.summary());
-        out
+        // Rows end where their last cell does (an empty note would leave padding behind).
+        let out: String = out.lines().map(|l| format!("{}\n", l.trim_end())).collect();
+        // Names, chain IDs, reasons and refusals come from labels and from what a node's probe
+        // printed: a terminal must show them, never obey an escape sequence among them.
+        crate::text::terminal_safe(&out)
+    }
+}
+
+/// `seconds` as a person reads an age: `45s`, `3m12s`, `2h05m`, `3d04h`.
+fn age(seconds: u64) -> String {
+    let (m, h, d) = (seconds / 60, seconds / 3600, seconds / 86_400);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{m}m{:02}s", seconds % 60),
+        3600..86_400 => format!("{h}h{:02}m", m % 60),
+        _ => format!("{d}d{:02}h", h % 24),
     }
 }
 
@@ -270,7 +297,15 @@ pub fn assess(
             }
         }
     }
-    StatusReport { network: network.name.clone(), chain_id: chain.clone(), nodes, containers, problems }
+    StatusReport {
+        network: network.name.clone(),
+        chain_id: chain.clone(),
+        nodes,
+        containers,
+        problems,
+        checked_unix_s: now_unix_s,
+        machines_only,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,7 +323,10 @@ fn container_status(
         Some(Actual::Container(c)) => Some(c),
         _ => None,
     };
-    let detail = details.get(address);
+    // What a stopped container's last check printed is history: it must not count as peered, nor
+    // its last run's start as uptime.
+    let running = found.is_some_and(|c| c.state == ContainerState::Running);
+    let detail = details.get(address).filter(|_| running);
     let probe = detail.and_then(|d| d.last_check_output.as_deref()).and_then(ProbeLine::find);
     let mut status = ContainerStatus {
         address: address.to_string(),

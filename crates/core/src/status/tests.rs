@@ -72,7 +72,9 @@ fn a_healthy_network_exits_zero_with_peers_and_uptimes() {
     let report = assess(&net, &actual, &details, &net.chain.id, 1000, false);
     assert_eq!(report.exit_code(), 0, "{:?}", report.problems);
     assert!(
-        report.summary().starts_with("healthy: 4/4 containers healthy, 2/2 relays peered"),
+        report
+            .summary()
+            .starts_with("healthy: 2 machines running, 4/4 containers healthy, 2/2 relays peered"),
         "{}",
         report.summary()
     );
@@ -83,7 +85,29 @@ fn a_healthy_network_exits_zero_with_peers_and_uptimes() {
     );
     let master = report.containers.iter().find(|c| c.role == Role::Master).unwrap();
     assert_eq!(master.relays, Some(2));
-    assert!(report.text().contains("master (since 900)"), "{}", report.text());
+    let text = report.text();
+    assert!(text.contains("master for 1m40s") && text.contains(" 1m00s\n"), "{text}");
+}
+
+#[test]
+fn ages_read_as_people_count_them() {
+    let cases = [(0, "0s"), (59, "59s"), (60, "1m00s"), (3599, "59m59s"), (3600, "1h00m"), (90_000, "1d01h")];
+    for (seconds, shown) in cases {
+        assert_eq!(age(seconds), shown);
+    }
+}
+
+#[test]
+fn what_a_probe_printed_can_neither_drive_the_terminal_nor_break_the_table() {
+    let net = network();
+    let (actual, mut details) = healthy_world(&net);
+    let relay = Address::container("relay", 0);
+    details.get_mut(&relay).unwrap().last_check_output =
+        Some(r#"{"healthy":true,"master_peered":true,"chain_id":"\u001b[2Jaéééééééé"}"#.into());
+    let text = assess(&net, &actual, &details, &net.chain.id, 1000, false).text();
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("\\u{1b}[2Jaééééééé! "), "{text}");
+    assert!(text.contains("reports chain \\u{1b}[2Jaéééééééé, not the pinned one"), "{text}");
 }
 
 #[test]
@@ -102,6 +126,10 @@ fn a_dead_or_missing_relay_degrades_the_network_by_name() {
         "{}",
         report.summary()
     );
+    // The exited relay's last probe line said peered: that is history, not a fact about it now.
+    let dead = &report.containers.iter().find(|c| c.name == "relay-1").unwrap();
+    assert_eq!((dead.master_peered, dead.uptime_s, &dead.chain_id), (None, None, &None), "{dead:?}");
+    assert!(report.text().lines().all(|l| l == l.trim_end()), "{}", report.text());
 }
 
 #[test]
