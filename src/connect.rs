@@ -26,6 +26,9 @@ pub struct ConnectOptions {
     /// Whether containers will be listed or created (builds the engine connector and the reference
     /// image). `false` for `--only machines`.
     pub containers: bool,
+    /// The run only reads containers (`status`): engines are connected, but the reference node image
+    /// is not prepared, so a look at a live network never needs the node binary at hand.
+    pub reads_only: bool,
     /// A workspace whose `cargo build --example peerfleet-node` can produce the node binary
     /// when it is not installed beside the running executable (examples pass their
     /// `CARGO_MANIFEST_DIR`).
@@ -145,7 +148,7 @@ pub async fn connect(
     let mut providers = Providers::new();
     let ca = ca_from_state(network, state)?.map(Arc::new);
 
-    let reference_image = if options.containers {
+    let reference_image = if options.containers && !options.reads_only {
         // Finding (maybe building) the node binary, running `ldd` on it and reading it and its
         // libraries all block: on the blocking pool, not on a runtime thread.
         let (workspace, given) = (options.workspace_dir.clone(), options.node_binary.clone());

@@ -110,6 +110,16 @@ pub enum DeployError {
     /// A saved plan no longer matches what exists.
     #[error("the saved plan is stale: {0}. Run `peerfleet plan` again")]
     Stale(String),
+    /// `status` of a network that was never applied: no state, and no machine carries its tags.
+    #[error(
+        "network `{network}` has not been deployed: {state} holds no state and no machine carries its tags"
+    )]
+    NotDeployed {
+        /// The network.
+        network: String,
+        /// Where its state would be.
+        state: String,
+    },
 }
 
 /// One network, its state store, and how to reach its providers.
@@ -177,21 +187,30 @@ impl Deployment {
         self.store.as_ref()
     }
 
-    fn connect_options(&self, only: Option<Layer>) -> ConnectOptions {
+    pub(crate) fn connect_options(&self, only: Option<Layer>) -> ConnectOptions {
         ConnectOptions { containers: only != Some(Layer::Machines), ..self.connect.clone() }
     }
 
     /// Builds the providers this deployment needs, against `state`.
     pub async fn connect(&self, state: &State, only: Option<Layer>) -> Result<Connected, DeployError> {
+        self.connect_with(state, &self.connect_options(only)).await
+    }
+
+    /// [`Deployment::connect`] with `options` (the embedder's providers, when given, win).
+    pub(crate) async fn connect_with(
+        &self,
+        state: &State,
+        options: &ConnectOptions,
+    ) -> Result<Connected, DeployError> {
         if let Some(providers) = &self.providers {
             return Ok(Connected { providers: providers.clone(), reference_image: None, local: None });
         }
-        Ok(connect::connect(&self.network, state, &self.connect_options(only)).await?)
+        Ok(connect::connect(&self.network, state, options).await?)
     }
 
     /// Loads the state and claims it for this network: another network's state is refused before
     /// anything is planned from it.
-    async fn load_state(&self) -> Result<State, DeployError> {
+    pub(crate) async fn load_state(&self) -> Result<State, DeployError> {
         let mut state = self.store.load().await?;
         state.claim(&self.network.name).map_err(|kind| StateError::new(self.store.location(), kind))?;
         Ok(state)

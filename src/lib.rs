@@ -35,6 +35,7 @@ pub use peerfleet_node as node;
 
 pub mod connect;
 pub mod deploy;
+mod status;
 pub mod store;
 
 pub use connect::{ConnectError, ConnectOptions, Connected};
