@@ -99,3 +99,24 @@ pub fn bounded(command: &mut Command, limit: std::time::Duration) -> Output {
     };
     Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
 }
+
+/// `text` parsed as the Prometheus text format, failing the test when it does not parse.
+pub fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"))
+}
+
+/// The values of `metric`'s samples whose labels include `label` (every sample with `None`).
+pub fn samples(scrape: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>) -> Vec<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}

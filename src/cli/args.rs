@@ -33,6 +33,9 @@ pub enum Command {
     /// Print the network as a graph in Graphviz DOT: every resource, what it stands on, pending
     /// changes highlighted (`--changes`: only the plan's changes and their order).
     Graph(GraphArgs),
+    /// The live network: each node and container, its health, chain and peers. Exit 0 healthy on the
+    /// pinned chain, 2 degraded, 1 error.
+    Status(StatusArgs),
     /// Set a service's container count in the spec file, then plan and apply.
     Scale(ScaleArgs),
     /// Remove a state lock left by a crashed run.
@@ -215,6 +218,47 @@ pub struct GraphArgs {
     /// the whole network with the changes highlighted.
     #[arg(long)]
     pub changes: bool,
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// Tables for people, and a summary line.
+    Text,
+    /// One JSON document per look (one line per look under --watch).
+    Json,
+    /// The Prometheus text exposition format (for node_exporter's textfile collector).
+    Prometheus,
+}
+
+/// What `status --only` restricts the look to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusOnly {
+    /// The machines alone: no container engine is contacted.
+    Machines,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    /// Spec and state.
+    pub target: StateArgs,
+    /// Print JSON (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+    /// Look again every SECONDS until interrupted (redraws on a terminal, appends elsewhere).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
+    /// With --watch: stop after N looks (the exit code is the last look's).
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Restrict the look (`machines` never contacts a machine's container engine).
+    #[arg(long, value_enum)]
+    pub only: Option<StatusOnly>,
 }
 
 /// `scale`.

@@ -8,6 +8,7 @@ mod logging;
 mod progress;
 mod show;
 mod state;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -64,6 +65,7 @@ fn spec_file(command: &Command) -> Option<std::path::PathBuf> {
         Command::Show(a) => Some(a.target.spec.file.clone()),
         Command::Scale(a) => Some(a.target.spec.file.clone()),
         Command::Graph(a) => Some(a.target.spec.file.clone()),
+        Command::Status(a) => Some(a.target.spec.file.clone()),
         Command::ForceUnlock(a) => Some(a.spec.file.clone()),
         _ => None,
     }
@@ -78,7 +80,18 @@ fn parse() -> Cli {
         let version: &'static str = Box::leak(about::long_version().into_boxed_str());
         command = command.version(version).long_version(version);
     }
-    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+    command
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|e| usage_exit(&e))
+}
+
+/// Prints clap's message and exits: 0 for `--help` and `--version`, 1 for bad arguments. Clap's own
+/// code for those is 2, which `plan --detailed-exitcode` and `status` give a meaning a script acts on
+/// ("changes", "degraded"): a mistyped flag must not read as either.
+fn usage_exit(e: &clap::Error) -> ! {
+    let _ = e.print();
+    std::process::exit(if e.use_stderr() { 1 } else { 0 })
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -89,6 +102,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Destroy(a) => destroy(a).await,
         Command::Show(a) => show(a).await,
         Command::Graph(a) => graph(a).await,
+        Command::Status(a) => status::run(&a).await,
         Command::Scale(a) => scale(a).await,
         Command::ForceUnlock(a) => state::force_unlock(a).await,
         Command::State(StateCommand::Migrate { from, to, lock_timeout }) => {

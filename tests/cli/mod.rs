@@ -176,3 +176,28 @@ fn graph_prints_dot_with_dependency_edges() {
     assert!(changes.contains("\"container.master[0]\" -> \"container.genesis[0]\""), "{changes}");
     assert!(!changes.contains("subgraph \"cluster_"), "{changes}");
 }
+
+#[test]
+fn status_bad_input_exits_1_with_a_clear_message_never_2_which_means_degraded() {
+    let (dir, _) = local_spec("cli-status-args", 3);
+    let cases: [(&[&str], &str); 5] = [
+        (&["status", "-f", "missing.toml"], "missing.toml"),
+        (&["status", "-f", "network.toml", "--count", "2"], "--watch"),
+        (&["status", "-f", "network.toml", "--watch", "0"], "--watch"),
+        (&["status", "-f", "network.toml", "--format", "yaml"], "prometheus"),
+        (&["status", "-f", "network.toml", "--json", "--format", "text"], "--format"),
+    ];
+    for (args, named) in cases {
+        let (code, out, err) = parts(&peerfleet(dir.path(), args));
+        assert_eq!(code, 1, "{args:?}:\n{out}{err}");
+        assert!(err.contains(named), "{args:?} must name {named}: {err}");
+    }
+    // The same for every command: clap's usage code is 2, which `plan --detailed-exitcode` means as
+    // "changes". Help is not an error.
+    let (code, _, _) = parts(&peerfleet(dir.path(), &["plan", "-f", "network.toml", "--no-such-flag"]));
+    assert_eq!(code, 1);
+    let (code, out, _) = parts(&peerfleet(dir.path(), &["status", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--only") && out.contains("--watch") && out.contains("prometheus"), "{out}");
+    assert!(!dir.path().join(".peerfleet").exists(), "status never creates state");
+}

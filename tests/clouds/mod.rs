@@ -14,6 +14,8 @@ use peerfleet_digitalocean_testserver::{Config, Delays, TestServer};
 
 use crate::support::{parts, root, without_cloud_env};
 
+mod status;
+
 /// The chain of `examples/genesis.json`.
 pub(crate) const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 
@@ -44,15 +46,20 @@ pub(crate) fn aws_profiles(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-/// Runs the CLI in `dir` with exactly the cloud environment given (and none inherited).
-pub(crate) fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+/// The CLI in `dir` with exactly the cloud environment given (and none inherited), ready to run.
+pub(crate) fn cli(dir: &Path, env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
     cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).env("NO_COLOR", "1");
     without_cloud_env(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("the peerfleet binary runs")
+    cmd
+}
+
+/// Runs [`cli`] to completion.
+pub(crate) fn run(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    cli(dir, env, args).output().expect("the peerfleet binary runs")
 }
 
 pub(crate) fn ok(out: Output) -> String {
