@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::{local_spec, parts, peerfleet};
 
 mod partial;
+mod status;
 
 const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
 

@@ -147,6 +147,13 @@ fn declared_secrets_never_reach_output_logs_plan_files_state_or_labels() {
         assert_eq!(code, 0, "{args:?} failed:\n{out}\n{err}");
         seen.push((format!("{args:?}"), out + &err));
     }
+    // `status` reads the engines' health logs, never a container's environment: in every format, at
+    // the most verbose logging.
+    for format in ["text", "json", "prometheus"] {
+        let (code, out, err) = run(dir, &vars, &["-vv", "status", "-f", "network.toml", "--format", format]);
+        assert!(code == 0 || code == 2, "status --format {format}: exit {code}\n{out}\n{err}");
+        seen.push((format!("status --format {format}"), out + &err));
+    }
     // The container itself got the values: declaring them did not lose them on the way.
     let env =
         docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", "e2e-secrets-master-1"]);
