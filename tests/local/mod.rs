@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{local_spec, parts, peerfleet};
 
+mod master;
 mod partial;
 mod status;
 

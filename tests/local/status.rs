@@ -11,7 +11,8 @@ use crate::support::{bounded, parts, root, samples, scrape};
 
 const NET: &str = "e2e-status";
 
-const SPEC: &str = r#"name = "e2e-status"
+/// Two virtual nodes, genesis, master and three relays.
+pub(super) const SPEC: &str = r#"name = "e2e-status"
 
 [chain]
 genesis = "genesis.json"
@@ -44,7 +45,7 @@ strategy = "emptiest_node"
 "#;
 
 /// `peerfleet ARGS` in `dir`, failing the test if it hangs.
-fn peerfleet(dir: &Path, args: &[&str]) -> (i32, String, String) {
+pub(super) fn peerfleet(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
     cmd.args(args)
         .current_dir(dir)
@@ -54,7 +55,7 @@ fn peerfleet(dir: &Path, args: &[&str]) -> (i32, String, String) {
     parts(&bounded(&mut cmd, Duration::from_secs(180)))
 }
 
-fn status(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+pub(super) fn status(dir: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["status", "-f", "network.toml"];
     args.extend(extra);
     peerfleet(dir, &args)
@@ -79,7 +80,7 @@ fn status_json_until(
     }
 }
 
-fn container<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(super) fn container<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doc["containers"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
 }
 

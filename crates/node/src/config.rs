@@ -274,6 +274,16 @@ impl Config {
             None => random_node_id(),
         };
         let defaults = Ports::default();
+        let timing = Timing::default();
+        // Reconnect delays: a network whose master restarts often may want relays back sooner, one
+        // on a metered link later. Bounded so a typo cannot park a relay for a day.
+        let millis = |name: &'static str, default: Duration| match get(name) {
+            None => Ok(default),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(ms @ 1..=600_000) => Ok(Duration::from_millis(ms)),
+                _ => Err(invalid(name, format!("expected milliseconds 1-600000, got {:?}", text.trim()))),
+            },
+        };
         let port = |name: &'static str, default: u16| match get(name) {
             None => Ok(default),
             Some(text) => text
@@ -291,7 +301,11 @@ impl Config {
                 peer: port("PEER_PORT", defaults.peer)?,
                 status: port("STATUS_PORT", defaults.status)?,
             },
-            timing: Timing::default(),
+            timing: Timing {
+                backoff_initial: millis("BACKOFF_INITIAL_MS", timing.backoff_initial)?,
+                backoff_max: millis("BACKOFF_MAX_MS", timing.backoff_max)?,
+                ..timing
+            },
         })
     }
 }
@@ -402,5 +416,24 @@ mod tests {
         let err =
             from(&[relay.as_slice(), &[("SEEDS", "m:1"), ("STATUS_PORT", "70000")]].concat()).unwrap_err();
         assert!(err.to_string().starts_with("STATUS_PORT:"), "{err}");
+        let err =
+            from(&[relay.as_slice(), &[("SEEDS", "m:1"), ("BACKOFF_MAX_MS", "0")]].concat()).unwrap_err();
+        assert!(err.to_string().starts_with("BACKOFF_MAX_MS: expected milliseconds"), "{err}");
+    }
+
+    #[test]
+    fn reconnect_delays_come_from_the_environment_or_the_defaults() {
+        let relay = [
+            ("NODE_ROLE", "relay"),
+            ("CHAIN_ID", ID),
+            ("GENESIS_URL", "http://g/genesis.json"),
+            ("SEEDS", "m:1"),
+        ];
+        assert_eq!(from(&relay).unwrap().timing, Timing::default());
+        let slow =
+            from(&[relay.as_slice(), &[("BACKOFF_INITIAL_MS", "4000"), ("BACKOFF_MAX_MS", "8000")]].concat())
+                .unwrap();
+        assert_eq!(slow.timing.backoff_initial, Duration::from_millis(4000));
+        assert_eq!(slow.timing.backoff_max, Duration::from_millis(8000));
     }
 }

@@ -13,7 +13,8 @@
 //! - **master** fetches `GENESIS_URL` (retrying with capped backoff), refuses to run on a genesis whose
 //!   hash is not `CHAIN_ID`, then accepts peers on `PEER_PORT`; `/status` on `STATUS_PORT`.
 //! - **relay** fetches and verifies the genesis likewise, then keeps a connection to each of `SEEDS`,
-//!   reconnecting with capped exponential backoff and jitter; `/status` on `STATUS_PORT`.
+//!   reconnecting with capped exponential backoff and jitter (`BACKOFF_INITIAL_MS`, default 250, and
+//!   `BACKOFF_MAX_MS`, default 10000); `/status` on `STATUS_PORT`.
 //!
 //! `peerfleet-node probe` (the container health check) runs [`probe`] against the same environment.
 //! Embedders and tests build a [`Config`] directly and use [`Node`] (port 0 allowed; bound addresses

@@ -231,3 +231,49 @@ async fn a_failing_start_first_replacement_leaves_the_old_container_running() {
     assert_eq!(healthy_relays(&world, "v1"), RELAYS as usize);
     assert_eq!(relays_total(&world), RELAYS as usize, "the broken container was taken away");
 }
+
+/// The rolling network with the master's client at `version` (the relays stay at v1).
+fn with_master(version: &str) -> Network {
+    let mut net = network("v1", UpdatePolicy::default());
+    let master = net.services.iter_mut().find(|s| s.role == Role::Master).unwrap();
+    master.env.insert("MASTER_VERSION".into(), version.into());
+    master.update.gate_timeout_ms = Some(3_000);
+    net
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_master_upgrade_is_done_only_once_its_relays_are_peered_again() {
+    let world = TestWorld::new();
+    world.set_healthy_after(Duration::from_millis(50));
+    let store = MemoryState::new();
+    assert!(converge(&world, &store, &with_master("m1")).await.is_success());
+    // Relays reconnect by themselves, with backoff: here 500 ms after the new master is healthy.
+    world.set_relays_repeer_after(Duration::from_millis(500));
+    let m2 = with_master("m2");
+    let plan = plan_for(&world, &store, &m2).await;
+    let change = plan.change(&Address::container("master", 0)).unwrap();
+    assert_eq!(change.action, crate::plan::Action::Replace);
+    let gate = change.gate.as_ref().unwrap();
+    assert_eq!(gate.relays, Some(RELAYS), "{gate:?}");
+    assert!(gate.waiting_for.ends_with(&format!("with its {RELAYS} relays peered again")), "{gate:?}");
+    assert!(
+        plan.changes
+            .iter()
+            .all(|c| !matches!(&c.address, Address::Container { service, .. } if service == "relay"))
+    );
+
+    let started = tokio::time::Instant::now();
+    let outcome = apply_plan(&world, &store, &m2, &plan).await;
+    assert!(outcome.is_success(), "{:?}", outcome.failed);
+    assert!(started.elapsed() >= Duration::from_millis(550), "returned after {:?}", started.elapsed());
+    assert_eq!(healthy_relays(&world, "v1"), RELAYS as usize, "the relays were kept, not replaced");
+
+    // Relays that never come back fail the master's step, saying how many did.
+    world.set_relays_repeer_after(Duration::from_secs(3_600));
+    let outcome = converge(&world, &store, &with_master("m3")).await;
+    assert_eq!(outcome.failed.len(), 1, "{:?}", outcome.failed);
+    let (failed, error) = &outcome.failed[0];
+    assert_eq!(*failed, Address::container("master", 0));
+    assert!(error.message.contains("relays not peered again"), "{error}");
+    assert!(error.message.contains(&format!("0 of {RELAYS} relays peered")), "{error}");
+}

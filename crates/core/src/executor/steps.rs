@@ -29,6 +29,9 @@ pub(crate) type Live = BTreeMap<Address, Actual>;
 type SharedProvider = Arc<dyn MachineProvider>;
 
 /// The provider calls of one change, with everything they need.
+// Variant sizes differ by a few hundred bytes; a `Work` lives only while its step runs (at most
+// `parallelism` at once), so boxing variants would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Work {
     Machine {
         remove: Option<(SharedProvider, Machine)>,
@@ -341,6 +344,7 @@ pub(crate) fn prepare(
                     let gate = Gate {
                         waiting_for: format!("{} back on its previous spec", old.name),
                         timeout_ms: gate.timeout_ms,
+                        relays: None,
                     };
                     Some(Box::new((old.clone(), ctx, gate)))
                 }

@@ -84,6 +84,12 @@ pub struct Gate {
     pub waiting_for: String,
     /// How long to wait before the step fails, in milliseconds.
     pub timeout_ms: u64,
+    /// Relays that must be peered with it again before the step is done: set on a master replaced
+    /// while its relays keep running, so an upgrade of the master reports success only once the
+    /// relays reconnected (they do so by themselves, with backoff). Read from the master's own health
+    /// check output; an image whose probe does not report its relays is not waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relays: Option<u32>,
 }
 
 /// One change to one resource.

@@ -320,16 +320,34 @@ pub fn plan(
 
     protect_genesis(&changes, actual, pinned.as_ref(), overridden)?;
     order(&mut changes, actual, &set.placement);
+    // Relays that keep running through this apply: a master replaced under them must see them peer
+    // again before its step is done.
+    let kept_relays = set
+        .resources
+        .iter()
+        .filter(|(a, d)| {
+            matches!(d, Desired::Container(s) if s.role == Role::Relay) && !changes.contains_key(*a)
+        })
+        .filter(|(a, _)| actual.objects.contains_key(*a))
+        .count() as u32;
     for change in changes.values_mut() {
         if let (Some(Desired::Container(spec)), Action::Create | Action::Replace) =
             (&change.after, change.action)
         {
-            let waiting_for = match spec.role {
-                Role::Genesis => format!("{} serving chain {}", spec.name, chain_id.short()),
-                Role::Master => format!("{} reporting chain {}", spec.name, chain_id.short()),
-                Role::Relay => format!("{} peered with the master", spec.name),
+            let relays = (spec.role == Role::Master && change.action == Action::Replace && kept_relays > 0)
+                .then_some(kept_relays);
+            let waiting_for = match (spec.role, relays) {
+                (Role::Genesis, _) => format!("{} serving chain {}", spec.name, chain_id.short()),
+                (Role::Master, None) => format!("{} reporting chain {}", spec.name, chain_id.short()),
+                (Role::Master, Some(n)) => format!(
+                    "{} reporting chain {} with its {n} relay{} peered again",
+                    spec.name,
+                    chain_id.short(),
+                    if n == 1 { "" } else { "s" }
+                ),
+                (Role::Relay, _) => format!("{} peered with the master", spec.name),
             };
-            change.gate = Some(Gate { waiting_for, timeout_ms: GATE_TIMEOUT_MS });
+            change.gate = Some(Gate { waiting_for, timeout_ms: GATE_TIMEOUT_MS, relays });
         }
     }
     let rollouts = rollout::plan_rollouts(network, actual, &mut changes);

@@ -6,8 +6,12 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Op, Running, TestWorld, error};
-use crate::provider::{ContainerContext, ContainerEngine, EngineConnector, ErrorKind, ProviderError};
+use crate::network::Role;
+use crate::provider::{
+    ContainerContext, ContainerEngine, EngineConnector, ErrorKind, HealthDetail, ProviderError,
+};
 use crate::resource::{Container, ContainerSpec, ContainerState, Health, Machine};
+use crate::status::ProbeLine;
 
 /// The engine of one machine of the test world.
 #[derive(Debug, Clone)]
@@ -104,6 +108,33 @@ impl ContainerEngine for TestEngine {
             on.remove(&current.id);
         }
         self.world.leave(Op::RemoveContainer, Some(&current.address), ()).await
+    }
+
+    /// A master's probe line, as the reference node prints it, when the world models re-peering.
+    async fn health_detail(&self, current: &Container) -> Result<Option<HealthDetail>, ProviderError> {
+        let Some(found) = self.inspect_container(current).await? else { return Ok(None) };
+        let w = self.world.lock();
+        let Some(delay) =
+            w.relays_repeer_after.filter(|_| found.spec.as_ref().is_some_and(|s| s.role == Role::Master))
+        else {
+            return Ok(Some(HealthDetail::default()));
+        };
+        let master = w.containers.values().find_map(|on| on.get(&found.id));
+        let network = master.map(|r| r.network.clone()).unwrap_or_default();
+        let peered = master.is_some_and(|r| r.created.elapsed() >= w.healthy_after + delay);
+        let relays = if peered {
+            w.containers
+                .values()
+                .flat_map(|on| on.values())
+                .filter(|r| r.network == network)
+                .filter(|r| r.container.spec.as_ref().is_some_and(|s| s.role == Role::Relay))
+                .count() as u32
+        } else {
+            0
+        };
+        let line = ProbeLine { healthy: true, relays: Some(relays), ..ProbeLine::default() };
+        let output = serde_json::to_string(&line).map_err(|e| error(ErrorKind::Invalid, e.to_string()))?;
+        Ok(Some(HealthDetail { started_unix_s: None, last_check_output: Some(output) }))
     }
 
     async fn inspect_container(&self, current: &Container) -> Result<Option<Container>, ProviderError> {

@@ -111,6 +111,9 @@ struct World {
     /// Seeded random faults: (generator, probability per call).
     random: Option<(rand::rngs::StdRng, f64)>,
     healthy_after: Duration,
+    /// When set, a master's health check reports its relays (as the reference node's probe does):
+    /// none until this long after it became healthy, then every running relay of its network.
+    relays_repeer_after: Option<Duration>,
     never_healthy: BTreeSet<Address>,
     /// Containers whose env holds one of these key-value pairs never become healthy (a broken spec).
     never_healthy_env: BTreeSet<(String, String)>,
@@ -200,6 +203,12 @@ impl TestWorld {
     /// Containers report `Starting` for `delay` after they start, then `Healthy`.
     pub fn set_healthy_after(&self, delay: Duration) {
         self.lock().healthy_after = delay;
+    }
+
+    /// Masters report their relays in their health check output, the relays peering again `delay`
+    /// after the master became healthy (they reconnect with backoff).
+    pub fn set_relays_repeer_after(&self, delay: Duration) {
+        self.lock().relays_repeer_after = Some(delay);
     }
 
     /// The container at `address` never becomes healthy (it reports `Unhealthy` once started).

@@ -109,7 +109,7 @@ fn change(action: Action, before: Option<Actual>, after: Option<Desired>, waits_
         after.as_ref().map(|d| d.address().clone()).or(before.as_ref().map(|a| a.address().clone()));
     let gate = match &after {
         Some(Desired::Container(s)) if action != Action::Delete => {
-            Some(Gate { waiting_for: format!("{} healthy", s.name), timeout_ms: 30_000 })
+            Some(Gate { waiting_for: format!("{} healthy", s.name), timeout_ms: 30_000, relays: None })
         }
         _ => None,
     };
