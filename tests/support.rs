@@ -8,16 +8,25 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the built `peerfleet` binary in `dir` with no terminal on stdin.
-pub fn peerfleet(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peerfleet"))
-        .args(args)
+/// The built `peerfleet` binary with `args`, to run in `dir` with no terminal on stdin.
+pub fn peerfleet_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
+    cmd.args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the peerfleet binary runs")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs the built `peerfleet` binary in `dir` with no terminal on stdin.
+pub fn peerfleet(dir: &Path, args: &[&str]) -> Output {
+    peerfleet_command(dir, args).output().expect("the peerfleet binary runs")
+}
+
+/// [`peerfleet`], failing the test if it takes longer than `limit` (see [`bounded`]).
+pub fn peerfleet_within(dir: &Path, args: &[&str], limit: std::time::Duration) -> Output {
+    bounded(&mut peerfleet_command(dir, args), limit)
 }
 
 /// Exit code, stdout, stderr.

@@ -10,6 +10,7 @@ use crate::support::{local_spec, parts, peerfleet};
 
 mod master;
 mod partial;
+mod rolling;
 mod status;
 
 const CHAIN: &str = "c9deea424d5acb5719414c8d3779cc4363cc8c9b9ccaa380a34131b094215199";
