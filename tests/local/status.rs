@@ -3,11 +3,10 @@
 //! killed relay named in every format.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{CHAIN, Cleanup, docker, engine_available, engine_missing, rogue_node_is_refused};
-use crate::support::{bounded, parts, root, samples, scrape};
+use crate::support::{parts, peerfleet_within, root, samples, scrape};
 
 const NET: &str = "e2e-status";
 
@@ -46,13 +45,7 @@ strategy = "emptiest_node"
 
 /// `peerfleet ARGS` in `dir`, failing the test if it hangs.
 pub(super) fn peerfleet(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerfleet"));
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    parts(&bounded(&mut cmd, Duration::from_secs(180)))
+    parts(&peerfleet_within(dir, args, Duration::from_secs(180)))
 }
 
 pub(super) fn status(dir: &Path, extra: &[&str]) -> (i32, String, String) {
