@@ -425,21 +425,9 @@ impl Deployment {
     }
 }
 
-/// What the planner needs from state.
+/// What the planner needs from state ([`Remembered::of`]).
 pub fn memory_of(state: &State) -> Remembered {
-    let mut generations = state.generations.clone();
-    for address in state.intents.keys() {
-        if let Some(g) = state.last_generation(address) {
-            generations.insert(address.clone(), g);
-        }
-    }
-    Remembered {
-        lineage: state.lineage.clone(),
-        serial: state.serial,
-        pinned: state.chain.as_ref().and_then(|pin| pin.genesis().map(|bytes| (pin.id.clone(), bytes))),
-        generations,
-        seal_key: state.secrets.get(seal::STATE_SECRET).and_then(SealKey::from_secret),
-    }
+    Remembered::of(state)
 }
 
 /// Makes the network's seal key when state has none (or one that does not read); true if it did.

@@ -116,9 +116,8 @@ struct Run {
 async fn roll(version: &str, local: &Local, store: &LocalStateFile, state: &mut State) -> Run {
     let net = network(version);
     let actual = refresh(&net, &local.providers, &[], None).await.expect("refresh");
-    let planned = plan(&net, &actual, &support::memory(state), &support::plan_options(&local.image))
-        .expect("plan")
-        .plan;
+    let planned =
+        plan(&net, &actual, &Remembered::of(state), &support::plan_options(&local.image)).expect("plan").plan;
     assert_eq!(planned.rollouts.len(), 1, "one rollout: the relays");
     let batches = planned.rollouts[0].batches.clone();
     assert_eq!(batches.len(), RELAYS, "{}", planned.rollouts[0].headline());

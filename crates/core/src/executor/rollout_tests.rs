@@ -37,20 +37,12 @@ fn network(version: &str, policy: UpdatePolicy) -> Network {
         .unwrap()
 }
 
-fn memory(state: &crate::state::State) -> Remembered {
-    Remembered {
-        lineage: state.lineage.clone(),
-        serial: state.serial,
-        pinned: state.chain.as_ref().and_then(|p| p.genesis().map(|g| (p.id.clone(), g))),
-        generations: state.generations.clone(),
-        seal_key: None,
-    }
-}
-
 async fn plan_for(world: &TestWorld, store: &MemoryState, net: &Network) -> Plan {
     let actual: ActualState = refresh(net, &world.providers(), &[], None).await.unwrap();
     let state = store.current();
-    plan(net, &actual, &memory(&state), &PlanOptions { refreshed: true, ..Default::default() }).unwrap().plan
+    plan(net, &actual, &Remembered::of(&state), &PlanOptions { refreshed: true, ..Default::default() })
+        .unwrap()
+        .plan
 }
 
 async fn apply_plan(world: &TestWorld, store: &MemoryState, net: &Network, plan: &Plan) -> ApplyOutcome {

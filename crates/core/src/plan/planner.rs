@@ -35,6 +35,29 @@ pub struct Remembered {
     pub seal_key: Option<crate::seal::SealKey>,
 }
 
+impl Remembered {
+    /// What `state` remembers for the planner. The generations of in-flight intents count as used,
+    /// so a create a crash left unrecorded never has its idempotency key reused.
+    pub fn of(state: &crate::state::State) -> Remembered {
+        let mut generations = state.generations.clone();
+        for address in state.intents.keys() {
+            if let Some(g) = state.last_generation(address) {
+                generations.insert(address.clone(), g);
+            }
+        }
+        Remembered {
+            lineage: state.lineage.clone(),
+            serial: state.serial,
+            pinned: state.chain.as_ref().and_then(|pin| pin.genesis().map(|bytes| (pin.id.clone(), bytes))),
+            generations,
+            seal_key: state
+                .secrets
+                .get(crate::seal::STATE_SECRET)
+                .and_then(crate::seal::SealKey::from_secret),
+        }
+    }
+}
+
 /// Options of one plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {

@@ -84,18 +84,6 @@ pub fn plan_options(image: &str) -> PlanOptions {
     PlanOptions { reference_image: Some(image.to_string()), refreshed: true, ..Default::default() }
 }
 
-/// What the planner needs from state (the CLI keeps more: generations of in-flight intents, the seal
-/// key; a benchmark's clean applies leave neither).
-pub fn memory(state: &State) -> Remembered {
-    Remembered {
-        lineage: state.lineage.clone(),
-        serial: state.serial,
-        pinned: state.chain.as_ref().and_then(|p| p.genesis().map(|g| (p.id.clone(), g))),
-        generations: state.generations.clone(),
-        seal_key: None,
-    }
-}
-
 /// Applies `plan` with the default options, failing the benchmark if any step fails.
 pub async fn apply(
     plan: &Plan,
@@ -120,6 +108,6 @@ pub async fn destroy(net: &Network, local: &Local, store: &dyn StateBackend, sta
         replace_genesis: Some(net.chain.id.clone()),
         ..plan_options(&local.image)
     };
-    let down = plan(net, &now, &memory(state), &options).expect("destroy plan").plan;
+    let down = plan(net, &now, &Remembered::of(state), &options).expect("destroy plan").plan;
     apply(&down, local, store, net, &|_: &ApplyEvent| {}).await;
 }
