@@ -119,13 +119,7 @@ fn node_line(out: &mut String, indent: &str, address: &Address, node: &Node<'_>,
     let (style, head) = match node.action {
         None => ("color=gray50, fontcolor=gray30".to_string(), address.to_string()),
         Some(action) => {
-            let color = match action {
-                Action::Create => "darkgreen",
-                Action::Update => "goldenrod",
-                Action::Replace => "purple",
-                Action::Delete => "red",
-                Action::NoOp => "black",
-            };
+            let color = crate::render::action_color(action);
             let dashed = if action == Action::Delete { ", dashed" } else { "" };
             (
                 format!("color={color}, fontcolor={color}, style=\"bold{dashed}\""),

@@ -238,18 +238,23 @@ pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(&doc).expect("plan JSON always serializes")
 }
 
+/// The Graphviz colour of an action, shared by the plan's DOT and the network graph.
+pub(crate) fn action_color(action: Action) -> &'static str {
+    match action {
+        Action::Create => "darkgreen",
+        Action::Update => "goldenrod",
+        Action::Replace => "purple",
+        Action::Delete => "red",
+        Action::NoOp => "black",
+    }
+}
+
 /// The plan's graph in Graphviz DOT: one node per change, an edge from each change to what it waits for.
 pub fn dot(plan: &Plan) -> String {
     let mut out =
         String::from("digraph peerfleet {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
     for c in &plan.changes {
-        let color = match c.action {
-            Action::Create => "darkgreen",
-            Action::Update => "goldenrod",
-            Action::Replace => "purple",
-            Action::Delete => "red",
-            Action::NoOp => "black",
-        };
+        let color = action_color(c.action);
         let _ = writeln!(
             out,
             "  \"{}\" [label=\"{} {}\", color={color}];",
