@@ -140,9 +140,7 @@ fn edges<'a>(nodes: &BTreeMap<&'a Address, Node<'_>>) -> BTreeSet<(&'a Address, 
     let mut answering: BTreeMap<&str, Vec<&Address>> = BTreeMap::new();
     for (address, node) in nodes {
         if let Some(s) = node.container() {
-            for name in
-                [s.service.as_str(), s.role.as_str()].into_iter().chain(s.aliases.iter().map(String::as_str))
-            {
+            for name in s.names() {
                 answering.entry(name).or_default().push(address);
             }
         }

@@ -237,6 +237,12 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// Every name the container answers to in `needs` and the hosts file: its service, its role and
+    /// its aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [self.service.as_str(), self.role.as_str()].into_iter().chain(self.aliases.iter().map(String::as_str))
+    }
+
     /// The form everything but the container itself keeps (its Docker label, plan files, state): each
     /// sensitive value replaced by its seal. Sealing a sealed spec changes nothing.
     pub fn sealed(&self) -> ContainerSpec {

@@ -119,7 +119,7 @@ pub(crate) fn stable_ip_kind(plan: &Plan, live: &Live, change: &Change) -> Optio
 
 /// Whether a container spec answers to `name` (a service name, an alias, or a role).
 fn answers_to(spec: &ContainerSpec, name: &str) -> bool {
-    spec.service == name || spec.role.as_str() == name || spec.aliases.iter().any(|a| a == name)
+    spec.names().any(|n| n == name)
 }
 
 /// The public address of the machine at `machine`: its stable IP if it has one, else its public IP.
