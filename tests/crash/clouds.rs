@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use peerfleet::core::plan::Layer;
 use peerfleet::core::provider::MachineProvider;
-use peerfleet::core::state::{State, default_state_path};
+use peerfleet::core::state::{LocalStateFile, default_state_path};
 
 use super::{Census, Tally, Trials, desired, state_problems};
 use crate::clouds::{CHAIN, Server, aws_profiles, moto, ok, run};
@@ -90,7 +90,8 @@ fn trial(
     let found = census(&network.name);
     tally.count(&trial, &desired(&network, Some(Layer::Machines)), &found);
     let state_path = default_state_path(&dir.join("network.toml"), &network.name);
-    let state = State::from_json(&std::fs::read(state_path).unwrap()).unwrap();
+    // Through the store: a killed run leaves its last saves in the journal beside the file.
+    let state = LocalStateFile::new(state_path).load_sync().unwrap();
     problems.extend(state_problems(&state, &found, Some(Layer::Machines)));
     for refresh in ["--refresh=false", "--refresh=true"] {
         let args = ["plan", "-f", "network.toml", "--only", "machines", "--detailed-exitcode", refresh];
@@ -256,7 +257,8 @@ fn a_crash_between_deleting_a_droplet_and_attaching_its_reserved_ip_leaks_no_res
             assert!(droplet.is_some_and(|d| droplets.contains(&d)), "{ip} is assigned to a live droplet");
         }
         let state_path = default_state_path(&dir.join("network.toml"), "crash-reserved");
-        let state = State::from_json(&std::fs::read(state_path).unwrap()).unwrap();
+        // Through the store: a killed run leaves its last saves in the journal beside the file.
+        let state = LocalStateFile::new(state_path).load_sync().unwrap();
         assert!(state.intents.is_empty(), "{:?}", state.intents);
         let mut remembered: Vec<&str> = state
             .resources

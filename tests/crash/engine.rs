@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peerfleet::core::Address;
-use peerfleet::core::state::{State, default_state_path};
+use peerfleet::core::state::{LocalStateFile, default_state_path};
 
 use super::{Census, Tally, Trials, desired, state_problems};
 use crate::support::{parts, peerfleet, root};
@@ -108,7 +108,8 @@ fn trial(trials: &Trials, n: u32, tally: &mut Tally) {
     }
     tally.count(&trial, &desired(&network, None), &found);
     let state_path = default_state_path(&dir.join("network.toml"), &name);
-    let state = State::from_json(&std::fs::read(state_path).unwrap()).unwrap();
+    // Through the store: a killed run leaves its last saves in the journal beside the file.
+    let state = LocalStateFile::new(state_path).load_sync().unwrap();
     problems.extend(state_problems(&state, &found, None));
     if state.chain.as_ref().map(|p| p.id.as_str()) != Some(CHAIN) {
         problems.push(format!("the state pins {:?}", state.chain));

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use peerfleet::core::plan::Layer;
-use peerfleet::core::state::{State, default_state_path};
+use peerfleet::core::state::{LocalStateFile, default_state_path};
 use peerfleet_digitalocean_testserver::Fault;
 
 use super::clouds::{inventory_census, spec};
@@ -44,7 +44,8 @@ fn converge(
     let found = census(&network.name);
     tally.count(&trial, &desired(&network, Some(Layer::Machines)), &found);
     let state_path = default_state_path(&dir.join("network.toml"), &network.name);
-    let state = State::from_json(&std::fs::read(state_path).unwrap()).unwrap();
+    // Through the store: a killed run leaves its last saves in the journal beside the file.
+    let state = LocalStateFile::new(state_path).load_sync().unwrap();
     problems.extend(state_problems(&state, &found, Some(Layer::Machines)));
     let plan = ["plan", "-f", "network.toml", "--only", "machines", "--detailed-exitcode", "--refresh=false"];
     let (code, out, err) = parts(&run(dir, env, &plan));

@@ -98,13 +98,15 @@ fn existing_mode(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
+/// Syncs the directory `dir`, so that names created in (or renamed into) it survive a power cut.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Syncs the directory `dir` (nothing to do off Unix).
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

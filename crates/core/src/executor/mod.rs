@@ -4,8 +4,11 @@
 //! plan's changes and their `waits_for` edges; execution is one coordinator loop that starts ready
 //! steps (at most [`ApplyOptions::parallelism`] at once), drains their events and results, and is the
 //! **only writer of state**: it records an intent (and saves) before every create, and saves after
-//! every completed step. Each step runs in its own task with what it needs copied in, so steps share
-//! nothing mutable.
+//! every completed step, one save per scheduling turn for all of them. A save names the addresses it
+//! touched ([`crate::state::Touched`]), so a store can write only those (the local file appends them
+//! to its journal) and fold the pieces into one whole state when the apply ends
+//! ([`crate::state::StateBackend::compact`]). Each step runs in its own task with what it needs copied
+//! in, so steps share nothing mutable.
 //!
 //! # Guarantees
 //! - Only the plan's changes run; a plan made from another version of the state is refused
@@ -415,3 +418,6 @@ mod tests;
 
 #[cfg(all(test, feature = "testing"))]
 mod rollout_tests;
+
+#[cfg(all(test, feature = "testing"))]
+mod journal_tests;

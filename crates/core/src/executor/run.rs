@@ -21,7 +21,9 @@ use crate::network::{ChainId, ProviderKind, Role};
 use crate::plan::{Action, Change, FORMAT_VERSION, Plan};
 use crate::provider::{ErrorKind, ProviderError, Providers};
 use crate::resource::{Actual, Desired};
-use crate::state::{ChainPin, Intent, State, StateBackend, StateError, StateErrorKind, StateLock, Timestamp};
+use crate::state::{
+    ChainPin, Intent, State, StateBackend, StateError, StateErrorKind, StateLock, Timestamp, Touched,
+};
 
 /// Applies `plan`: takes the state lock (as `options.lock` says), checks the plan against the state,
 /// runs the changes, releases the lock.
@@ -102,6 +104,7 @@ pub async fn apply_locked(
         stopping: false,
         may_write: true,
         dirty: false,
+        touched: Touched::new(),
         succeeded: Vec::new(),
         failed: Vec::new(),
         skipped: Vec::new(),
@@ -245,6 +248,8 @@ struct Run<'a> {
     /// False once the lock is lost: someone else may be writing the state now.
     may_write: bool,
     dirty: bool,
+    /// The addresses whose entries changed since the last save: what the next save must record.
+    touched: Touched,
     succeeded: Vec<Address>,
     failed: Vec<(Address, ProviderError)>,
     skipped: Vec<(Address, Address)>,
@@ -314,6 +319,7 @@ impl<'a> Run<'a> {
         for address in &batch {
             if let Some(intent) = self.intent_for(self.changes[address]) {
                 self.state.intents.insert(address.clone(), intent);
+                self.touched.insert(address);
                 intents.push(address.clone());
             }
         }
@@ -430,6 +436,7 @@ impl<'a> Run<'a> {
                 if let Some(back) = result.restored {
                     // A rollback put the previous spec back: that is what exists now.
                     self.state.resources.insert(address.clone(), back.clone());
+                    self.touched.insert(&address);
                     self.live.insert(address.clone(), back);
                     self.dirty = true;
                     self.fail(address, error, false);
@@ -459,6 +466,7 @@ impl<'a> Run<'a> {
             *g = (*g).max(s.generation);
         }
         self.state.intents.remove(&address);
+        self.touched.insert(&address);
         if creates_genesis(change) && self.state.chain.as_ref().map(|p| &p.id) != Some(&self.plan.chain_id) {
             // `check_chain` made sure the bytes are there when this pin is needed.
             if let Some(genesis) = &self.options.genesis {
@@ -479,6 +487,7 @@ impl<'a> Run<'a> {
         let action = self.changes[&address].action;
         if old_removed {
             self.state.resources.remove(&address);
+            self.touched.insert(&address);
             self.live.remove(&address);
             self.dirty = true;
         }
@@ -496,9 +505,12 @@ impl<'a> Run<'a> {
         if !self.may_write {
             return false;
         }
-        match self.store.save(&mut self.state).await {
+        // Only what changed since the last save: a large apply's state is megabytes, its turns touch
+        // a few dozen entries.
+        match self.store.save_touched(&mut self.state, &self.touched).await {
             Ok(()) => {
                 self.dirty = false;
+                self.touched.clear();
                 true
             }
             Err(e) => {
@@ -513,6 +525,18 @@ impl<'a> Run<'a> {
     async fn save_if_dirty(&mut self) {
         if self.dirty {
             self.save().await;
+        }
+    }
+
+    /// Folds what the saves stored in pieces back into the store's whole form (the local file's
+    /// journal into the file). Everything is already saved, so a failure here loses nothing: loading
+    /// reads the pieces too.
+    async fn compact(&mut self) {
+        if !self.may_write || self.state_error.is_some() {
+            return;
+        }
+        if let Err(e) = self.store.compact(&self.state).await {
+            tracing::warn!("{e}; the saved state is whole, kept in pieces until the next apply");
         }
     }
 
@@ -552,6 +576,7 @@ impl<'a> Run<'a> {
         self.drain_events();
         self.update_outputs();
         self.save_if_dirty().await;
+        self.compact().await;
         let throttled = self.throttled.lock().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone());
         ApplyOutcome {
             succeeded: self.succeeded,

@@ -115,6 +115,18 @@ pub enum StateErrorKind {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The state file's journal is damaged in a way no crash leaves behind (a crash only cuts its last
+    /// record short, and that one is ignored).
+    #[error(
+        "its journal is damaged at record {record}: {reason}. No crash leaves a journal like this; the \
+         records before it and the state file are intact"
+    )]
+    Journal {
+        /// The damaged record, counting from 1.
+        record: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An injected failure of the in-memory backend (tests).
     #[error("injected write failure")]
     Injected,

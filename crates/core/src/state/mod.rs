@@ -8,7 +8,8 @@
 //! identify a version of the state, which is how apply refuses a plan made from an older one.
 //!
 //! Storage is behind [`StateBackend`]: [`LocalStateFile`] (a JSON file, atomically replaced, mode
-//! 0600, locked by an operating-system lock on a `.lock` file), [`MemoryState`] (in memory, with a
+//! 0600, locked by an operating-system lock on a `.lock` file; saves during an apply append what
+//! changed to a journal beside it, see [`StateBackend::save_touched`]), [`MemoryState`] (in memory, with a
 //! leased lock like a shared store's), and shared stores in other crates (S3 in `peerfleet-aws`),
 //! whose saves are conditional on the version they read and whose lock is leased and renewed in the
 //! background ([`keep_renewed`]). A shared store may encrypt the whole state client-side
@@ -30,6 +31,7 @@
 pub mod encryption;
 mod error;
 mod heal;
+mod journal;
 mod local;
 mod lock;
 mod memory;
@@ -52,6 +54,7 @@ pub use crate::provider::Secret;
 pub use encryption::StateKey;
 pub use error::{StateError, StateErrorKind};
 pub use heal::Refreshed;
+pub use journal::Touched;
 pub use local::{LocalStateFile, MAX_STATE_BYTES, force_unlock};
 pub use lock::{Acquired, Attempt, LockInfo, LockOptions, LockSlot, StateLock, acquire, keep_renewed};
 pub use memory::MemoryState;
@@ -290,6 +293,33 @@ pub trait StateBackend: Send + Sync {
             state.serial = serial;
         }
         written
+    }
+
+    /// Saves the next version of `state` like [`StateBackend::save`], given that it differs from the
+    /// version last loaded or saved through this handle only in the entries (resource, generation,
+    /// intent) of the `touched` addresses and in its small fields (network, chain, secrets, outputs).
+    ///
+    /// A store that can write only that does ([`LocalStateFile`] appends it to its journal); the
+    /// default writes the whole state. Either way the version is durable when this returns, exactly
+    /// as after [`StateBackend::save`]: callers rely on it before they act.
+    ///
+    /// # Assumptions
+    /// `touched` names every address whose entry changed since that version. A handle that did not
+    /// load or save that version itself cannot know what is stored, and writes the whole state.
+    async fn save_touched(&self, state: &mut State, touched: &Touched) -> Result<(), StateError> {
+        let _ = touched;
+        self.save(state).await
+    }
+
+    /// Rewrites what [`StateBackend::save_touched`] stored in pieces as one whole state, if it did
+    /// (the local file folds its journal back into the file). `state` must be the version last saved
+    /// through this handle; a handle that saved something else does nothing. The default does
+    /// nothing.
+    ///
+    /// Nothing is lost if this fails or never runs: the pieces are read back on every load.
+    async fn compact(&self, state: &State) -> Result<(), StateError> {
+        let _ = state;
+        Ok(())
     }
 
     /// Takes the lock for `operation` (`apply`, `destroy`, ...).

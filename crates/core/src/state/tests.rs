@@ -224,7 +224,7 @@ mod local_file {
 
         let new = sample_state();
         let err = store
-            .write_with(&new.to_json(), |f, bytes| {
+            .write_with(&new, |f, bytes| {
                 // Half the bytes reach the disk, then the disk is "full".
                 f.write_all(&bytes[..bytes.len() / 2])?;
                 Err(io::Error::other("no space left on device"))

@@ -1,5 +1,5 @@
-//! The local state file: JSON on disk, replaced atomically, private to its owner, locked by an
-//! operating-system lock on a sibling `.lock` file (freed by the kernel the instant its holder dies).
+//! The local state file's lock: an operating-system lock on `<state>.lock`, which also records the
+//! holder for messages, and `force-unlock`'s tidying of a lock file nobody holds.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -7,187 +7,30 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::atomic::{self, FileMode, PRIVATE_FILE};
+use crate::atomic::PRIVATE_FILE;
 
-use super::error::{StateError, StateErrorKind};
-use super::lock::{self, Attempt, LockInfo, LockOptions, LockSlot, StateLock};
-use super::{State, StateBackend};
+use super::super::error::{StateError, StateErrorKind};
+use super::super::lock::{self, Attempt, LockInfo, LockOptions, LockSlot, StateLock};
+use super::{create_private_dir, parent_dir};
 
-/// Permission bits of a state directory peerfleet creates.
-const PRIVATE_DIR: u32 = 0o700;
-/// The largest state file read: a network at the spec's limits writes well under this.
-pub const MAX_STATE_BYTES: u64 = 256 << 20;
-
-/// State kept in a local JSON file.
-///
-/// # Guarantees
-/// - A save replaces the file atomically through [`atomic::write`]: a crash at any instant leaves
-///   either the old or the new state, never a mix.
-/// - The file is created with mode 0600; an existing file readable by others is made 0600 on load,
-///   with a warning (and refused if that is not possible).
-/// - The lock is an advisory operating-system lock (`flock`) on the file `<state>.lock`, which also
-///   records the holder for messages. A holder killed in any way (`kill -9`, a power cut of a shared
-///   host aside) frees it at once: no lease, no `force-unlock`.
-#[derive(Debug, Clone)]
-pub struct LocalStateFile {
-    path: PathBuf,
-}
-
-impl LocalStateFile {
-    /// The state file at `path` (it need not exist yet).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        LocalStateFile { path: path.into() }
-    }
-
-    /// The state file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The lock file's path: `<state>.lock`.
-    pub fn lock_path(&self) -> PathBuf {
-        lock_path(&self.path)
-    }
-
-    fn error(&self, kind: StateErrorKind) -> StateError {
-        StateError::new(self.path.display().to_string(), kind)
-    }
-
-    fn io(&self, op: &'static str) -> impl FnOnce(io::Error) -> StateError + '_ {
-        move |source| self.error(StateErrorKind::Io { op, source })
-    }
-
-    /// Reads the state; a missing file is an empty state.
-    pub fn load_sync(&self) -> Result<State, StateError> {
-        let bytes = match crate::input::read_regular(&self.path, MAX_STATE_BYTES) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::new()),
-            Err(e) => return Err(self.io("read the state file")(e)),
-        };
-        // Parsed before the permissions are touched: a path that is not a state file (a spec, a
-        // key, a symlink to either) is refused as it is, never chmod'ed.
-        let state = State::from_json(&bytes).map_err(|kind| self.error(kind))?;
-        self.ensure_private()?;
-        Ok(state)
-    }
-
-    /// Writes `state` atomically, creating the directory (mode 0700) if needed.
-    pub fn write_sync(&self, state: &State) -> Result<(), StateError> {
-        let bytes = state.to_json();
-        self.write_with(&bytes, |f, b| f.write_all(b))
-    }
-
-    /// [`Self::write_sync`] with the step that fills the temporary file given, so tests can make it fail.
-    pub(super) fn write_with(
-        &self,
-        bytes: &[u8],
-        fill: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
-    ) -> Result<(), StateError> {
-        let dir = parent_dir(&self.path);
-        if !dir.exists() {
-            create_private_dir(dir).map_err(self.io("create the state directory"))?;
-        }
-        atomic::write_with(&self.path, FileMode::Private, |f| fill(f, bytes))
-            .map_err(self.io("replace the state file"))
-    }
-
-    /// Removes the lock whoever holds it (`peerfleet force-unlock`); returns the removed holder, or
-    /// `None` if there was no lock.
-    pub fn force_unlock_sync(&self) -> Result<Option<LockInfo>, StateError> {
-        force_unlock(&self.path)
-    }
-
-    #[cfg(unix)]
-    fn ensure_private(&self) -> Result<(), StateError> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(&self.path).map_err(self.io("read the state file's permissions"))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 == 0 {
-            return Ok(());
-        }
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(PRIVATE_FILE))
-            .map_err(|source| self.error(StateErrorKind::Exposed { mode, source }))?;
-        tracing::warn!(
-            state = %self.path.display(),
-            "the state file was readable by other users (mode {mode:o}); changed it to 0600"
-        );
-        Ok(())
-    }
-
-    #[cfg(not(unix))]
-    fn ensure_private(&self) -> Result<(), StateError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl StateBackend for LocalStateFile {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    async fn load(&self) -> Result<State, StateError> {
-        let store = self.clone();
-        off_runtime(&self.path, move || store.load_sync()).await
-    }
-
-    async fn write(&self, state: &State) -> Result<(), StateError> {
-        // Serialising and fsyncing a large state takes tens of milliseconds: not on a runtime thread.
-        let (store, state) = (self.clone(), state.clone());
-        off_runtime(&self.path, move || store.write_sync(&state)).await
-    }
-
-    async fn lock(&self, operation: &str, options: &LockOptions) -> Result<Box<dyn StateLock>, StateError> {
-        let slot = FileSlot { state: &self.path, lock: self.lock_path() };
-        let acquired = lock::acquire(&slot, operation, options).await?;
-        remove_stale_temps(&self.path);
-        Ok(Box::new(FileLock {
-            state: self.path.clone(),
-            lock: self.lock_path(),
-            file: Some(acquired.guard),
-            info: acquired.info,
-        }))
-    }
-
-    async fn force_unlock(&self) -> Result<Option<LockInfo>, StateError> {
-        self.force_unlock_sync()
-    }
-}
-
-/// Removes the temporary files a killed writer left beside the state and its lock. Only the lock
-/// holder writes either, so once we hold the lock every such file is stale. Best effort: a file that
-/// cannot be removed is only noted.
-fn remove_stale_temps(state_path: &Path) {
-    let name = state_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let prefixes = [format!(".{name}.tmp."), format!(".{name}.lock.tmp.")];
-    let Ok(entries) = fs::read_dir(parent_dir(state_path)) else { return };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        if prefixes.iter().any(|p| file.to_string_lossy().starts_with(p.as_str()))
-            && let Err(e) = fs::remove_file(entry.path())
-        {
-            tracing::debug!(file = %entry.path().display(), "could not remove a stale temporary file: {e}");
-        }
-    }
-}
-
-/// Runs blocking file work on the runtime's blocking pool, so a save's fsync never stalls the
-/// executor's coordinator (or anything else sharing its thread).
-async fn off_runtime<T: Send + 'static>(
+/// Takes the lock of the state file at `state_path` for `operation`.
+pub(super) async fn acquire(
     state_path: &Path,
-    work: impl FnOnce() -> Result<T, StateError> + Send + 'static,
-) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        let source = io::Error::other(format!("the state file task ended early: {e}"));
-        Err(StateError::new(
-            state_path.display().to_string(),
-            StateErrorKind::Io { op: "use the state file", source },
-        ))
-    })
+    operation: &str,
+    options: &LockOptions,
+) -> Result<Box<dyn StateLock>, StateError> {
+    let slot = FileSlot { state: state_path, lock: lock_path(state_path) };
+    let acquired = lock::acquire(&slot, operation, options).await?;
+    Ok(Box::new(FileLock {
+        state: state_path.to_path_buf(),
+        lock: lock_path(state_path),
+        file: Some(acquired.guard),
+        info: acquired.info,
+    }))
 }
 
 /// The lock file of the state file at `state_path`.
-fn lock_path(state_path: &Path) -> PathBuf {
+pub(super) fn lock_path(state_path: &Path) -> PathBuf {
     let mut name = state_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".lock");
     state_path.with_file_name(name)
@@ -456,22 +299,4 @@ impl Drop for FileLock {
             tracing::warn!("could not release the state lock: {e}");
         }
     }
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(PRIVATE_DIR);
-    }
-    builder.create(dir)
 }
