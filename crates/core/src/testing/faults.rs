@@ -46,9 +46,7 @@ impl World {
     /// retry on their own, and are spared).
     fn roll(&mut self, op: Op, when: Strike) -> Option<ErrorKind> {
         let (rng, rate) = self.random.as_mut()?;
-        if matches!(op, Op::Inventory | Op::ListContainers | Op::InspectContainer | Op::EngineFor)
-            || when == Strike::Hang
-        {
+        if !op.changes_something() || when == Strike::Hang {
             return None;
         }
         // Half the rate before acting, half after (a lost response), so a call fails at `rate`.

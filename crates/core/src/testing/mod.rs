@@ -21,6 +21,10 @@
 //!
 //! Latency and health delays use tokio's clock, so tests can run with paused time.
 //!
+//! [`TestWorld::persist_to`] logs every change to a file the instant it takes effect, so a test can
+//! kill the process applying against the world (SIGKILL) and still know what the providers did
+//! ([`TestWorld::changes_made`]) and continue against the same world ([`TestWorld::restore`]).
+//!
 //! Only for tests (feature `testing`); it is not a provider for users.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +41,7 @@ use crate::resource::{Container, Firewall, Health, Machine, MachineSpec, Machine
 mod engine;
 mod faults;
 mod machines;
+mod persist;
 
 pub use engine::TestEngine;
 use faults::{Fault, Strike};
@@ -79,7 +84,14 @@ pub enum Op {
     InspectContainer,
 }
 
-#[derive(Debug, Clone)]
+impl Op {
+    /// Whether the call changes the world (listings and look-ups do not).
+    pub fn changes_something(self) -> bool {
+        !matches!(self, Op::Inventory | Op::ListContainers | Op::InspectContainer | Op::EngineFor)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Owned<T> {
     network: String,
     region: String,
@@ -111,6 +123,8 @@ struct World {
     /// Seeded random faults: (generator, probability per call).
     random: Option<(rand::rngs::StdRng, f64)>,
     healthy_after: Duration,
+    /// Where every change is logged ([`TestWorld::persist_to`]).
+    persist: Option<persist::Kept>,
     /// When set, a master's health check reports its relays (as the reference node's probe does):
     /// none until this long after it became healthy, then every running relay of its network.
     relays_repeer_after: Option<Duration>,
@@ -363,6 +377,11 @@ impl TestWorld {
     async fn leave<T>(&self, op: Op, address: Option<&Address>, value: T) -> Result<T, ProviderError> {
         let (hang, lost) = {
             let mut w = self.lock();
+            if op.changes_something()
+                && let Err(e) = w.persist(op, address)
+            {
+                return Err(error(ErrorKind::Transient, format!("the test world was not persisted: {e}")));
+            }
             (w.take_fault(op, address, Strike::Hang).is_some(), w.take_fault(op, address, Strike::After))
         };
         if hang {
