@@ -158,7 +158,9 @@ async fn a_large_apply_with_random_failures_reads_back_exactly_as_it_ended() {
     assert!(!first.failed.is_empty(), "the random failures struck");
     assert!(first.state_error.is_none());
     let rewrote = store.rewrote.lock().unwrap().clone();
-    assert!(rewrote.len() > 10, "{} saves", rewrote.len());
+    // Saves arm steps ahead of free slots: far fewer saves than steps.
+    let steps = first.succeeded.len() + first.failed.len();
+    assert!(rewrote.len() > 5 && rewrote.len() * 4 < steps, "{} saves for {steps} steps", rewrote.len());
     assert_eq!(rewrote.iter().filter(|r| **r).count(), 1, "only the first save (no lineage yet) is whole");
     assert!(rewrote[0]);
     assert!(std::fs::metadata(LocalStateFile::new(&path).journal_path()).unwrap().len() > 0);

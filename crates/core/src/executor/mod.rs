@@ -3,8 +3,10 @@
 //! Modelled on cargo's job queue. Scheduling is a pure structure ([`queue::Queue`]) built from the
 //! plan's changes and their `waits_for` edges; execution is one coordinator loop that starts ready
 //! steps (at most [`ApplyOptions::parallelism`] at once), drains their events and results, and is the
-//! **only writer of state**: it records an intent (and saves) before every create, and saves after
-//! every completed step, one save per scheduling turn for all of them. A save names the addresses it
+//! **only writer of state**: it records an intent (and saves) before every create, and records every
+//! completed step in a save before anything that waits for it starts. One save records many steps: it
+//! arms ready steps ahead of free slots (their intents on record, so they start without a save of
+//! their own), which keeps a large apply's saves far fewer than its steps. A save names the addresses it
 //! touched ([`crate::state::Touched`]), so a store can write only those (the local file appends them
 //! to its journal) and fold the pieces into one whole state when the apply ends
 //! ([`crate::state::StateBackend::compact`]). Each step runs in its own task with what it needs copied

@@ -1,6 +1,6 @@
 //! The coordinator loop, and the checks made before it starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,7 +104,9 @@ pub async fn apply_locked(
         stopping: false,
         may_write: true,
         dirty: false,
+        last_save: Instant::now(),
         touched: Touched::new(),
+        armed: VecDeque::new(),
         succeeded: Vec::new(),
         failed: Vec::new(),
         skipped: Vec::new(),
@@ -114,6 +116,13 @@ pub async fn apply_locked(
     };
     Ok(run.run().await)
 }
+
+/// How long finished steps may wait, at most, for a save that records them when nothing needs one
+/// sooner (nothing waits for them, and nothing new can start).
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
+
+/// How many parallelisms' worth of ready steps a save arms beyond the free slots.
+const ARM_AHEAD: usize = 2;
 
 fn invalid(message: impl Into<String>) -> ExecutorError {
     ExecutorError::InvalidPlan(message.into())
@@ -248,8 +257,11 @@ struct Run<'a> {
     /// False once the lock is lost: someone else may be writing the state now.
     may_write: bool,
     dirty: bool,
+    last_save: Instant,
     /// The addresses whose entries changed since the last save: what the next save must record.
     touched: Touched,
+    /// Ready steps whose intents a save recorded, waiting for a free slot (in the queue's order).
+    armed: VecDeque<Address>,
     succeeded: Vec<Address>,
     failed: Vec<(Address, ProviderError)>,
     skipped: Vec<(Address, Address)>,
@@ -273,7 +285,7 @@ impl<'a> Run<'a> {
         loop {
             self.save_and_schedule().await;
             if self.in_flight.is_empty() {
-                if !self.stopping && self.queue.has_ready() {
+                if !self.stopping && (self.queue.has_ready() || !self.armed.is_empty()) {
                     continue; // steps that failed before starting freed their slots
                 }
                 break;
@@ -305,13 +317,28 @@ impl<'a> Run<'a> {
         self.options.parallelism.max(1)
     }
 
-    /// One turn of scheduling: records the intents of the ready changes that fit under the parallelism
-    /// bound, saves them together with whatever finished since the last save, then starts them. One
-    /// save per turn keeps a large apply from rewriting the state twice per step, while still never
-    /// letting a create reach a provider before its intent is on record.
+    /// One turn of scheduling. Steps armed by an earlier save (their intents already on record) start
+    /// as slots free up, with no save of their own. When slots stay free and more changes are ready,
+    /// one save records everything that finished since the last save together with the intents of
+    /// enough ready changes to fill the free slots and to arm as many again as the parallelism; then
+    /// those that fit start.
+    ///
+    /// So a create never reaches a provider before its intent is on record, and a step never starts
+    /// before what it waits for is on record as done (it became ready when that finished, so the save
+    /// that armed it recorded that too). Recording an intent early is harmless: an intent only says a
+    /// step may have acted. Arming ahead is what keeps saves far fewer than steps: a large apply's
+    /// saves are what bounds it (a durable save costs milliseconds, whatever it holds).
     async fn save_and_schedule(&mut self) {
+        self.start_armed();
+        let free = self.parallelism().saturating_sub(self.in_flight.len());
+        let needed = !self.stopping && free > 0 && self.queue.has_ready();
+        // Also keep what is on record from falling far behind (for readers of the state meanwhile).
+        let overdue = self.dirty && self.last_save.elapsed() >= FLUSH_AFTER;
+        if !needed && !overdue {
+            return;
+        }
         let mut batch = Vec::new();
-        while !self.stopping && self.queue.running() < self.parallelism() {
+        while needed && batch.len() < free + ARM_AHEAD * self.parallelism() {
             let Some(address) = self.queue.dequeue() else { break };
             batch.push(address);
         }
@@ -336,9 +363,28 @@ impl<'a> Run<'a> {
             }
             return;
         }
-        for address in batch {
+        self.armed.extend(batch);
+        self.start_armed();
+    }
+
+    /// Starts armed steps while slots are free (and nothing stops scheduling).
+    fn start_armed(&mut self) {
+        while !self.stopping && self.in_flight.len() < self.parallelism() {
+            let Some(address) = self.armed.pop_front() else { break };
             self.start(address);
         }
+    }
+
+    /// Takes back the intents of armed steps that will never start now; returns them.
+    fn disarm(&mut self) -> Vec<Address> {
+        let armed: Vec<Address> = self.armed.drain(..).collect();
+        for address in &armed {
+            if self.state.intents.remove(address).is_some() {
+                self.touched.insert(address);
+                self.dirty = true;
+            }
+        }
+        armed
     }
 
     fn intent_for(&self, change: &Change) -> Option<Intent> {
@@ -511,6 +557,7 @@ impl<'a> Run<'a> {
             Ok(()) => {
                 self.dirty = false;
                 self.touched.clear();
+                self.last_save = Instant::now();
                 true
             }
             Err(e) => {
@@ -574,6 +621,8 @@ impl<'a> Run<'a> {
 
     async fn finish(mut self) -> ApplyOutcome {
         self.drain_events();
+        let mut not_started = self.disarm();
+        not_started.extend(self.queue.not_started());
         self.update_outputs();
         self.save_if_dirty().await;
         self.compact().await;
@@ -582,7 +631,7 @@ impl<'a> Run<'a> {
             succeeded: self.succeeded,
             failed: self.failed,
             skipped: self.skipped,
-            not_started: self.queue.not_started(),
+            not_started,
             aborted: self.aborted,
             interrupted: self.interrupted,
             throttled,
