@@ -177,8 +177,37 @@ fn run(scale: u32) {
     );
 }
 
+/// `--profile-noop SIZE RUNS`: only the no-op refresh and plan, RUNS times, in [`noop_rounds`], so a
+/// profiler can count that alone (`valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect=plan::noop_rounds`).
+fn profile_noop(scale: u32, runs: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let net = network(1_000 * scale, 10_000 * scale);
+    let converged = converged_world(&rt, &net);
+    let start = Instant::now();
+    noop_rounds(&rt, &net, &converged, runs);
+    println!("{runs} no-op rounds: {:.1} ms each", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
+}
+
+#[inline(never)]
+fn noop_rounds(rt: &tokio::runtime::Runtime, net: &Network, world: &TestWorld, runs: usize) {
+    for _ in 0..runs {
+        let actual = rt.block_on(refresh(net, &world.providers(), &[], None)).expect("refresh");
+        let options = PlanOptions { refreshed: true, ..Default::default() };
+        let planned = plan(net, &actual, &Remembered::default(), &options).expect("plan");
+        assert!(planned.plan.changes.is_empty());
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--profile-noop") {
+        profile_noop(
+            args[i + 1].parse().expect("--profile-noop SIZE RUNS"),
+            args[i + 2].parse().expect("RUNS"),
+        );
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--size") {
         run(args[i + 1].parse().expect("--size N"));
         return;

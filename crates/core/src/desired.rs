@@ -31,12 +31,88 @@ pub struct DesiredOptions {
 }
 
 /// The desired resources of a network, by address, with the placement that produced the containers.
+///
+/// Containers are kept as their service's [`ContainerTemplate`] and their placement rather than as
+/// 10,000 specs: a no-op plan compares each running container with its template and builds a spec only
+/// for the containers that change (see [`DesiredContainer`]).
 #[derive(Debug, Clone, Default)]
 pub struct DesiredSet {
-    /// Every resource.
+    /// Every resource but containers: machines, firewalls, stable IPs.
     pub resources: BTreeMap<Address, Desired>,
+    /// What the containers of each service share, by service name.
+    pub services: BTreeMap<String, ContainerTemplate>,
     /// Container → node.
     pub placement: Placement,
+}
+
+impl DesiredSet {
+    /// Every desired container, in address order.
+    pub fn containers(&self) -> impl Iterator<Item = DesiredContainer<'_>> {
+        self.placement.iter().filter_map(|(address, node)| self.container_at(address, node))
+    }
+
+    /// The desired container at `address`, if one is wanted there.
+    pub fn container(&self, address: &Address) -> Option<DesiredContainer<'_>> {
+        self.placement.get_key_value(address).and_then(|(address, node)| self.container_at(address, node))
+    }
+
+    fn container_at<'a>(&'a self, address: &'a Address, node: &'a Address) -> Option<DesiredContainer<'a>> {
+        let Address::Container { service, slot } = address else { return None };
+        let template = self.services.get(service)?;
+        // `every_node` places one per matching node; only the slots the service asks for are wanted.
+        (*slot < template.containers).then_some(DesiredContainer { address, slot: *slot, node, template })
+    }
+}
+
+/// What every container of one service shares: all of its [`ContainerSpec`] but the address, the
+/// stable name, the aliases and the node.
+#[derive(Debug, Clone)]
+pub struct ContainerTemplate {
+    /// A spec whose per-container fields (address, name, aliases, node) are those of slot 0 on no
+    /// node; [`ContainerTemplate::spec`] fills them in.
+    shared: ContainerSpec,
+    /// How many containers the service wants.
+    containers: u32,
+}
+
+impl ContainerTemplate {
+    /// The fields every container of the service shares (ignore address, name, aliases and node).
+    pub fn shared(&self) -> &ContainerSpec {
+        &self.shared
+    }
+
+    /// The spec of the container in `slot`, placed on `node`.
+    pub fn spec(&self, slot: u32, node: &Address) -> ContainerSpec {
+        let service = &self.shared.service;
+        let name = stable_name(service, slot);
+        ContainerSpec {
+            address: Address::container(service.clone(), slot),
+            aliases: vec![name.clone(), service.clone()],
+            name,
+            node: node.clone(),
+            ..self.shared.clone()
+        }
+    }
+}
+
+/// One desired container: a slot of a service's template, placed on a node.
+#[derive(Debug, Clone, Copy)]
+pub struct DesiredContainer<'a> {
+    /// Its address.
+    pub address: &'a Address,
+    /// Its slot.
+    pub slot: u32,
+    /// The node it is placed on.
+    pub node: &'a Address,
+    /// Its service's template.
+    pub template: &'a ContainerTemplate,
+}
+
+impl DesiredContainer<'_> {
+    /// Its full spec (built on each call).
+    pub fn spec(&self) -> ContainerSpec {
+        self.template.spec(self.slot, self.node)
+    }
 }
 
 /// The image tag used when the caller has no reference image at hand (plans without Docker).
@@ -161,17 +237,11 @@ pub fn desired(
     let mut set = DesiredSet::default();
 
     // Placement first: which machine hosts genesis decides which machine carries the chain tag.
-    let existing: Placement = actual
-        .objects
-        .values()
-        .filter_map(|o| match o {
-            crate::resource::Actual::Container(c) => {
-                c.spec.as_ref().map(|s| (c.address.clone(), s.node.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    set.placement = placement::place(network, &nodes(network), &existing)?;
+    let existing = actual.objects.values().filter_map(|o| match o {
+        crate::resource::Actual::Container(c) => c.spec.as_ref().map(|s| (&c.address, &s.node)),
+        _ => None,
+    });
+    set.placement = placement::place(network, &nodes(network), existing)?;
 
     let role_of = |service: &str| network.service(service).map(|s| s.role);
     let hosts_of = |role: Role| -> BTreeSet<Address> {
@@ -261,33 +331,25 @@ pub fn desired(
         env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(service.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_string())));
         let seals = seals(&env, &service.secrets, opts.seal_key.as_ref());
-        for slot in 0..service.containers {
-            let address = Address::container(service.name.clone(), slot);
-            let Some(node) = set.placement.get(&address) else { continue };
-            let name = stable_name(&service.name, slot);
-            let spec = ContainerSpec {
-                address: address.clone(),
-                network: network.name.clone(),
-                service: service.name.clone(),
-                role: service.role,
-                aliases: vec![name.clone(), service.name.clone()],
-                name,
-                node: node.clone(),
-                image: image.clone(),
-                env: env.clone(),
-                ports: if service.ports.is_empty() {
-                    default_ports(service.role)
-                } else {
-                    service.ports.clone()
-                },
-                restart: service.restart,
-                health: health.clone(),
-                needs: needs.clone(),
-                chain_id: (service.role == Role::Genesis).then(|| opts.chain_id.clone()),
-                seals: seals.clone(),
-            };
-            set.resources.insert(address, Desired::Container(spec));
-        }
+        let shared = ContainerSpec {
+            address: Address::container(service.name.clone(), 0),
+            network: network.name.clone(),
+            service: service.name.clone(),
+            role: service.role,
+            name: String::new(),
+            aliases: vec![],
+            node: Address::machine(String::new(), 0),
+            image,
+            env,
+            ports: if service.ports.is_empty() { default_ports(service.role) } else { service.ports.clone() },
+            restart: service.restart,
+            health,
+            needs,
+            chain_id: (service.role == Role::Genesis).then(|| opts.chain_id.clone()),
+            seals,
+        };
+        set.services
+            .insert(service.name.clone(), ContainerTemplate { shared, containers: service.containers });
     }
     Ok(set)
 }

@@ -47,7 +47,11 @@ pub fn matching<'a>(service: &Service, nodes: &'a [Node]) -> Vec<&'a Node> {
 ///
 /// Cost: one pass over `existing`, and O(log nodes) per container placed anew (see [`Chooser`]), so
 /// a no-op plan of 10,000 relays and a first plan of them cost about the same.
-pub fn place(network: &Network, nodes: &[Node], existing: &Placement) -> Result<Placement, PlacementError> {
+pub fn place<'e>(
+    network: &Network,
+    nodes: &[Node],
+    existing: impl IntoIterator<Item = (&'e Address, &'e Address)>,
+) -> Result<Placement, PlacementError> {
     let mut nodes: Vec<&Node> = nodes.iter().collect();
     nodes.sort_by(|a, b| a.address.cmp(&b.address));
     let index: BTreeMap<&Address, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.address, i)).collect();
@@ -129,6 +133,9 @@ pub fn place(network: &Network, nodes: &[Node], existing: &Placement) -> Result<
     Ok(placement)
 }
 
+/// A node's measure within its group: (own containers, all containers, index).
+type Key = (usize, usize, usize);
+
 /// Picks the node for a service's next new container: the least loaded by the strategy's measure,
 /// ties broken by node address (the node's index, as nodes are sorted by address).
 ///
@@ -140,9 +147,9 @@ pub fn place(network: &Network, nodes: &[Node], existing: &Placement) -> Result<
 struct Chooser {
     strategy: Strategy,
     /// Per group: its container count (`region_spread` only) and its nodes by (own, total, index).
-    groups: Vec<(usize, BTreeSet<(usize, usize, usize)>)>,
-    /// The node taken and not yet put back, with its old key.
-    taken: Option<(usize, (usize, usize, usize))>,
+    groups: Vec<(usize, BTreeSet<Key>)>,
+    /// The node taken and not yet put back: its group and its old key.
+    taken: Option<(usize, Key)>,
 }
 
 impl Chooser {
@@ -170,7 +177,7 @@ impl Chooser {
         chooser
     }
 
-    fn key(&self, i: usize, own: usize, total: usize) -> (usize, usize, usize) {
+    fn key(&self, i: usize, own: usize, total: usize) -> Key {
         match self.strategy {
             Strategy::EmptiestNode => (0, total, i),
             _ => (own, total, i),

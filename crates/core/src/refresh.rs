@@ -187,7 +187,6 @@ pub async fn refresh_engines(
     }
     let results: Vec<_> = stream::iter(calls).buffer_unordered(CONCURRENCY).collect().await;
     let mut actual = ActualState::default();
-    // Sort so duplicate resolution and everything downstream never depends on completion order.
     let mut objects = Vec::new();
     for (provider, region, result) in results {
         let inventory = result.map_err(|source| RefreshError::Provider { provider, region, source })?;
@@ -198,10 +197,12 @@ pub async fn refresh_engines(
     objects.extend(
         lost_stable_ips(network, providers, remembered, &objects).await?.into_iter().map(Actual::StableIp),
     );
-    objects.sort_by(|a, b| (a.address(), a.id()).cmp(&(b.address(), b.id())));
+    // Which of two objects with one address is kept never depends on the order providers answered
+    // in (see `ActualState::insert`); the list of the others is sorted after each layer.
     for o in objects {
         actual.insert(o);
     }
+    actual.sort_duplicates();
 
     if engines_to_ask == Engines::None {
         return Ok(actual);
@@ -247,14 +248,12 @@ pub async fn refresh_engines(
     .buffer_unordered(CONCURRENCY)
     .collect::<Vec<_>>()
     .await;
-    let mut containers = Vec::new();
     for (engine, listed) in lists {
-        containers.extend(listed.map_err(|source| RefreshError::Engine { engine, source })?);
+        for c in listed.map_err(|source| RefreshError::Engine { engine, source })? {
+            actual.insert(Actual::Container(c));
+        }
     }
-    containers.sort_by(|a, b| (&a.address, &a.id).cmp(&(&b.address, &b.id)));
-    for c in containers {
-        actual.insert(Actual::Container(c));
-    }
+    actual.sort_duplicates();
     actual.containers_listed = true;
     Ok(actual)
 }

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeSet;
 
+use crate::desired::DesiredContainer;
 use crate::network::{Capabilities, ChainId};
+use crate::plan::join::join;
 use crate::plan::{Action, Reason};
 use crate::resource::{
-    Container, ContainerSpec, ContainerState, Firewall, FirewallRule, FirewallSpec, Machine, MachineSpec,
+    Container, ContainerState, Firewall, FirewallRule, FirewallSpec, Machine, MachineSpec,
 };
 use crate::seal;
 
@@ -59,7 +61,14 @@ pub fn machine(spec: &MachineSpec, actual: &Machine, caps: Capabilities) -> Vec<
 }
 
 /// What must change on a container. Containers are never changed in place: any difference replaces.
-pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
+///
+/// The desired side is the service's template and the container's slot and node: a no-op plan of
+/// thousands of containers compares each with its template and builds no spec.
+pub fn container(want: &DesiredContainer<'_>, actual: &Container) -> Vec<Reason> {
+    let spec = want.template.shared();
+    let name = crate::desired::stable_name(&spec.service, want.slot);
+    let aliases = [name.as_str(), spec.service.as_str()];
+    let node = want.node;
     let mut r = Vec::new();
     if !matches!(actual.state, ContainerState::Running | ContainerState::Restarting) {
         r.push(Reason::field(
@@ -73,12 +82,10 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
         r.push(Reason::field("labels", Some("(unreadable)".into()), Some("(spec)".into()), true));
         return r;
     };
-    differ(&mut r, "node", &have.node, &spec.node, true);
+    differ(&mut r, "node", &have.node, node, true);
     differ(&mut r, "image", &have.image, &spec.image, true);
     // `have` was read back from a label, so its sensitive values are seals (see `crate::seal`).
-    let keys: BTreeSet<&String> = have.env.keys().chain(spec.env.keys()).collect();
-    for key in keys {
-        let (before, after) = (have.env.get(key), spec.env.get(key));
+    for (key, before, after) in join(have.env.iter(), spec.env.iter()) {
         let sealed = spec.seals.get(key);
         let same = match (before, after, sealed) {
             (Some(b), Some(a), Some(s)) => seal::stored_matches(b, s, a),
@@ -110,8 +117,8 @@ pub fn container(spec: &ContainerSpec, actual: &Container) -> Vec<Reason> {
             true,
         ));
     }
-    if have.aliases != spec.aliases {
-        r.push(Reason::field("aliases", Some(have.aliases.join(",")), Some(spec.aliases.join(",")), true));
+    if !have.aliases.iter().map(String::as_str).eq(aliases.iter().copied()) {
+        r.push(Reason::field("aliases", Some(have.aliases.join(",")), Some(aliases.join(",")), true));
     }
     if have.needs != spec.needs {
         r.push(Reason::field("needs", Some(have.needs.join(",")), Some(spec.needs.join(",")), true));

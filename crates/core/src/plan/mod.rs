@@ -194,6 +194,7 @@ impl Plan {
 
 pub mod diff;
 pub mod file;
+mod join;
 mod planner;
 mod rollout;
 

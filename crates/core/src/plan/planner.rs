@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 
 use crate::actual::ActualState;
 use crate::address::Address;
-use crate::desired::{self, DesiredOptions};
+use crate::desired::{self, DesiredContainer, DesiredOptions};
 use crate::network::{ChainId, Network, Role};
 use crate::placement::PlacementError;
 use crate::plan::{Action, Change, FORMAT_VERSION, Gate, Layer, Plan, PlanBase, Reason};
-use crate::plan::{diff, rollout};
+use crate::plan::{diff, join::join, rollout};
 use crate::resource::{Actual, Desired};
 
 /// How long a container may take to become healthy before its step fails.
@@ -206,14 +206,22 @@ pub fn plan(
         ));
     }
 
-    // Pass 1: action and reasons per address.
-    let addresses: BTreeSet<&Address> =
-        set.resources.keys().chain(actual.objects.keys()).filter(|a| in_layer(a)).collect();
+    // Pass 1: action and reasons per address, walking desired and actual side by side in address
+    // order (both are sorted maps): no set of every address is built.
+    let wanted = join(
+        set.resources.iter().map(|(a, d)| (a, Want::Resource(d))),
+        set.containers().map(|c| (c.address, Want::Container(c))),
+    )
+    .filter_map(|(address, resource, container)| Some((address, resource.or(container)?)));
     let mut changes: BTreeMap<Address, Change> = BTreeMap::new();
     let mut unchanged = 0usize;
-    for address in addresses {
-        let want = set.resources.get(address);
-        let have = actual.objects.get(address);
+    // Relays that keep running through this apply: a master replaced under them must see them peer
+    // again before its step is done.
+    let mut kept_relays = 0u32;
+    for (address, want, have) in join(wanted, actual.objects.iter()) {
+        if !in_layer(address) {
+            continue;
+        }
         let (action, reasons) = match (want, have) {
             (Some(_), None) => {
                 (Action::Create, vec![Reason::field("exists", None, Some("true".into()), false)])
@@ -226,10 +234,11 @@ pub fn plan(
                 let reasons = compare(w, h, actual);
                 (diff::action_of(&reasons), reasons)
             }
-            (None, None) => unreachable!("address comes from one of the two maps"),
+            (None, None) => unreachable!("join yields an address from one side at least"),
         };
         if action == Action::NoOp {
             unchanged += 1;
+            kept_relays += u32::from(want.is_some_and(|w| w.is_relay()));
             continue;
         }
         changes.insert(
@@ -239,7 +248,7 @@ pub fn plan(
                 action,
                 reasons,
                 before: have.cloned(),
-                after: want.cloned(),
+                after: want.map(|w| w.to_desired()),
                 waits_for: vec![],
                 gate: None,
                 rollout: None,
@@ -254,27 +263,28 @@ pub fn plan(
         .map(|c| c.address.clone())
         .collect();
     if !replaced_machines.is_empty() {
-        for (address, want) in &set.resources {
-            let (Desired::Container(spec), Some(have)) = (want, actual.objects.get(address)) else {
+        for want in set.containers() {
+            let (address, Some(have)) = (want.address, actual.objects.get(want.address)) else {
                 continue;
             };
-            if !in_layer(address) || !replaced_machines.contains(&spec.node) {
+            if !in_layer(address) || !replaced_machines.contains(want.node) {
                 continue;
             }
             let reason = Reason::field(
                 "node",
-                Some(format!("{} (replaced)", spec.node)),
-                Some(spec.node.to_string()),
+                Some(format!("{} (replaced)", want.node)),
+                Some(want.node.to_string()),
                 true,
             );
             let change = changes.entry(address.clone()).or_insert_with(|| {
                 unchanged -= 1;
+                kept_relays -= u32::from(want.template.shared().role == Role::Relay);
                 Change {
                     address: address.clone(),
                     action: Action::Replace,
                     reasons: vec![],
                     before: Some(have.clone()),
-                    after: Some(want.clone()),
+                    after: Some(Desired::Container(want.spec())),
                     waits_for: vec![],
                     gate: None,
                     rollout: None,
@@ -343,16 +353,6 @@ pub fn plan(
 
     protect_genesis(&changes, actual, pinned.as_ref(), overridden)?;
     order(&mut changes, actual, &set.placement);
-    // Relays that keep running through this apply: a master replaced under them must see them peer
-    // again before its step is done.
-    let kept_relays = set
-        .resources
-        .iter()
-        .filter(|(a, d)| {
-            matches!(d, Desired::Container(s) if s.role == Role::Relay) && !changes.contains_key(*a)
-        })
-        .filter(|(a, _)| actual.objects.contains_key(*a))
-        .count() as u32;
     for change in changes.values_mut() {
         if let (Some(Desired::Container(spec)), Action::Create | Action::Replace) =
             (&change.after, change.action)
@@ -418,7 +418,35 @@ fn prior(actual: &ActualState, network: &Network) -> Vec<Actual> {
         .collect()
 }
 
-fn compare(want: &Desired, have: &Actual, actual: &ActualState) -> Vec<Reason> {
+/// One desired resource: a whole one, or a container as its service's template and its placement.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    Resource(&'a Desired),
+    Container(DesiredContainer<'a>),
+}
+
+impl Want<'_> {
+    fn is_relay(self) -> bool {
+        matches!(self, Want::Container(c) if c.template.shared().role == Role::Relay)
+    }
+
+    fn to_desired(self) -> Desired {
+        match self {
+            Want::Resource(d) => d.clone(),
+            Want::Container(c) => Desired::Container(c.spec()),
+        }
+    }
+}
+
+fn compare(want: Want<'_>, have: &Actual, actual: &ActualState) -> Vec<Reason> {
+    let want = match (want, have) {
+        (Want::Container(w), Actual::Container(h)) => return diff::container(&w, h),
+        (Want::Resource(d), _) => d,
+        // Same address, different kind: impossible by construction of addresses.
+        (Want::Container(_), _) => {
+            return vec![Reason::field("kind", Some("other".into()), Some("expected".into()), true)];
+        }
+    };
     match (want, have) {
         (Desired::Machine(w), Actual::Machine(h)) => {
             if h.status == crate::resource::MachineStatus::ShuttingDown {
@@ -431,7 +459,6 @@ fn compare(want: &Desired, have: &Actual, actual: &ActualState) -> Vec<Reason> {
             }
             diff::machine(w, h, w.provider.capabilities())
         }
-        (Desired::Container(w), Actual::Container(h)) => diff::container(w, h),
         (Desired::Firewall(w), Actual::Firewall(h)) => diff::firewall(w, h),
         (Desired::StableIp(w), Actual::StableIp(h)) => {
             let machine_id = actual.machine(&w.machine).map(|m| m.id.clone());
