@@ -51,11 +51,6 @@ impl DesiredSet {
         self.placement.iter().filter_map(|(address, node)| self.container_at(address, node))
     }
 
-    /// The desired container at `address`, if one is wanted there.
-    pub fn container(&self, address: &Address) -> Option<DesiredContainer<'_>> {
-        self.placement.get_key_value(address).and_then(|(address, node)| self.container_at(address, node))
-    }
-
     fn container_at<'a>(&'a self, address: &'a Address, node: &'a Address) -> Option<DesiredContainer<'a>> {
         let Address::Container { service, slot } = address else { return None };
         let template = self.services.get(service)?;

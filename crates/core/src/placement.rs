@@ -5,7 +5,7 @@
 //! move; only new slots are placed, one at a time, each seeing the containers placed before it. Every
 //! choice ends in a tie-break by node address, so the same input always gives the same placement.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::address::Address;
 use crate::network::{Network, Service, Strategy};
@@ -54,14 +54,15 @@ pub fn place<'e>(
 ) -> Result<Placement, PlacementError> {
     let mut nodes: Vec<&Node> = nodes.iter().collect();
     nodes.sort_by(|a, b| a.address.cmp(&b.address));
-    let index: BTreeMap<&Address, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.address, i)).collect();
+    // Hashed: looked up once per running container, where a tree would compare ~10 addresses.
+    let index: HashMap<&Address, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.address, i)).collect();
     // Tag checks compare sets of strings: done once per service and node, not once per container.
     let eligible: Vec<Vec<bool>> = network
         .services
         .iter()
         .map(|s| nodes.iter().map(|n| s.deploy_tags.is_subset(&n.tags)).collect())
         .collect();
-    let by_name: BTreeMap<&str, usize> =
+    let by_name: HashMap<&str, usize> =
         network.services.iter().enumerate().map(|(s, service)| (service.name.as_str(), s)).collect();
 
     // Containers of any service per node: what `emptiest_node` balances.
@@ -87,14 +88,15 @@ pub fn place<'e>(
         }
     }
 
-    let mut placement = Placement::new();
+    // Collected, then built in one go: a sorted list becomes a tree without a search per entry.
+    let mut placement = Vec::new();
     for (s, service) in network.services.iter().enumerate() {
         let candidates: Vec<usize> = (0..nodes.len()).filter(|&i| eligible[s][i]).collect();
         if service.strategy == Strategy::EveryNode {
             for (slot, &i) in candidates.iter().enumerate() {
                 total[i] += 1;
                 placement
-                    .insert(Address::container(service.name.clone(), slot as u32), nodes[i].address.clone());
+                    .push((Address::container(service.name.clone(), slot as u32), nodes[i].address.clone()));
             }
             continue;
         }
@@ -127,10 +129,10 @@ pub fn place<'e>(
                     i
                 }
             };
-            placement.insert(Address::container(service.name.clone(), slot as u32), nodes[i].address.clone());
+            placement.push((Address::container(service.name.clone(), slot as u32), nodes[i].address.clone()));
         }
     }
-    Ok(placement)
+    Ok(placement.into_iter().collect())
 }
 
 /// A node's measure within its group: (own containers, all containers, index).

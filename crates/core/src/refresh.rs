@@ -15,7 +15,7 @@ use crate::address::Address;
 use crate::network::{Network, ProviderKind};
 use crate::plan::Layer;
 use crate::provider::{ProviderError, Providers};
-use crate::resource::{Actual, MachineStatus, StableIp};
+use crate::resource::{Actual, Machine, MachineStatus, StableIp};
 
 /// How many provider-regions are asked at once.
 const CONCURRENCY: usize = 16;
@@ -207,7 +207,8 @@ pub async fn refresh_engines(
     if engines_to_ask == Engines::None {
         return Ok(actual);
     }
-    let machines: Vec<_> = actual
+    // Borrowed, not copied: the lists below are awaited here, so every machine outlives them.
+    let machines: Vec<&Machine> = actual
         .objects
         .values()
         .filter_map(|o| match o {
@@ -215,7 +216,7 @@ pub async fn refresh_engines(
                 if m.status == MachineStatus::Running
                     && (engines_to_ask == Engines::All || !m.provider.capabilities().remote_engine) =>
             {
-                Some(m.clone())
+                Some(m)
             }
             _ => None,
         })
@@ -226,20 +227,20 @@ pub async fn refresh_engines(
     }
     let engines = providers.engines().ok_or(RefreshError::NoEngine)?;
     // One list per engine: machines sharing an engine (local virtual nodes) share a key.
-    let mut by_key: BTreeMap<String, _> = BTreeMap::new();
-    for m in &machines {
+    let mut by_key: BTreeMap<String, &Machine> = BTreeMap::new();
+    for m in machines {
         // A cloud machine without an address has no reachable engine yet (still booting).
         if m.provider.capabilities().remote_engine && m.public_ip.is_none() {
             continue;
         }
-        by_key.entry(engines.engine_key(m)).or_insert_with(|| m.clone());
+        by_key.entry(engines.engine_key(m)).or_insert(m);
     }
+    let network_name = network.name.as_str();
     let lists = stream::iter(by_key.into_iter().map(|(key, machine)| {
         let engines = engines.clone();
-        let network = network.name.clone();
         async move {
-            let listed = match engines.engine_for(&machine).await {
-                Ok(engine) => engine.list_containers(&network).await,
+            let listed = match engines.engine_for(machine).await {
+                Ok(engine) => engine.list_containers(network_name).await,
                 Err(e) => Err(e),
             };
             (key, listed)
