@@ -32,6 +32,11 @@ use peerfleet_core::state::{
 };
 use peerfleet_core::testing::{Op, TestWorld};
 
+/// The allocator the `peerfleet` CLI uses (see its `main.rs`): whole-file saves serialise the state,
+/// and this measures them as `apply` pays for them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODES: u32 = 1_000;
 const CONTAINERS: u32 = 10_000;
 const LATENCY: Duration = Duration::from_millis(20);
