@@ -25,6 +25,8 @@ use peerfleet_core::state::MemoryState;
 use peerfleet_core::testing::TestWorld;
 
 const RUNS: usize = 7;
+/// How many times each size runs (in its own process, the sizes taking turns).
+const ROUNDS: usize = 3;
 
 /// The allocator the `peerfleet` CLI uses (see its `main.rs`), so this measures what `plan` costs there.
 #[global_allocator]
@@ -248,17 +250,38 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("own path");
-    let mut previous: Option<Vec<f64>> = None;
+    // The sizes take turns, ROUNDS times, and each figure is the median of its size's rounds: a load
+    // that comes and goes on a shared machine then hits every size alike, so the growth per doubling
+    // compares like with like.
+    let sizes = [1u32, 2, 4];
+    let mut results: Vec<Vec<Vec<f64>>> = vec![Vec::new(); sizes.len()];
     let mut failed = false;
-    for scale in [1, 2, 4] {
-        let out = Command::new(&exe).args(["--size", &scale.to_string()]).output().expect("child runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-            eprintln!("size {scale}× failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            failed = true;
+    for _ in 0..ROUNDS {
+        for (k, scale) in sizes.iter().enumerate() {
+            let out = Command::new(&exe).args(["--size", &scale.to_string()]).output().expect("child runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+                Some(line) => results[k]
+                    .push(line.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect()),
+                None => {
+                    eprintln!("size {scale}× failed:\n{}", String::from_utf8_lossy(&out.stderr));
+                    failed = true;
+                }
+            }
+        }
+    }
+    let mut previous: Option<Vec<f64>> = None;
+    for (scale, rounds) in sizes.iter().zip(&results) {
+        if rounds.is_empty() {
             continue;
-        };
-        let v: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect();
+        }
+        let v: Vec<f64> = (0..rounds[0].len())
+            .map(|i| {
+                let mut column: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+                column.sort_by(f64::total_cmp);
+                column[column.len() / 2]
+            })
+            .collect();
         let growth = |i: usize| match &previous {
             Some(p) => format!("{:.2}×", v[i] / p[i]),
             None => "—".to_string(),
