@@ -194,25 +194,26 @@ async fn apply(p: &DigitalOceanProvider) -> anyhow::Result<Applied> {
     Ok(Applied { total, phases: [t_fw, t_machines - t_fw, total - t_machines] })
 }
 
-/// Prints one apply's result; with `allowed`, also the 429s and the ratio to what the limit allows.
+/// Prints one apply's row of the table; with `allowed`, also the 429s and the ratio to what the limit
+/// allows.
 fn report(title: &str, a: &Applied, server: &TestServer, allowed: Option<(&str, Duration)>) {
-    println!("## {title}");
+    let (throttled, allowed, ratio) = match allowed {
+        Some((how, allowed)) => (
+            server.throttled().to_string(),
+            format!("{}{how}", secs(allowed)),
+            format!("{:.3}", a.total.as_secs_f64() / allowed.as_secs_f64()),
+        ),
+        None => ("—".into(), "—".into(), "—".into()),
+    };
     println!(
-        "- time: {} (firewalls {}, machines {}, stable IPs {})",
+        "| {title} | {} | {throttled} | {} (firewalls {}, machines {}, stable IPs {}) | {allowed} | {ratio} |",
+        server.total_requests(),
         secs(a.total),
         secs(a.phases[0]),
         secs(a.phases[1]),
         secs(a.phases[2])
     );
-    println!("- requests: {} ({})", server.total_requests(), counts(server));
-    if let Some((how, allowed)) = allowed {
-        println!("- 429s: {}", server.throttled());
-        println!(
-            "- what the limit allows{how}: {} ; ratio {:.3}",
-            secs(allowed),
-            a.total.as_secs_f64() / allowed.as_secs_f64()
-        );
-    }
+    eprintln!("{title}: requests {}", counts(server));
 }
 
 fn counts(server: &TestServer) -> String {
@@ -256,11 +257,14 @@ async fn refresh(o: &Options) -> anyhow::Result<()> {
     let all = futures::future::join_all(REGIONS.iter().map(|r| p.inventory(NETWORK, r))).await;
     let elapsed = start.elapsed();
     let machines: usize = all.into_iter().map(|r| r.map(|i| i.machines.len())).sum::<Result<usize, _>>()?;
-    println!("## refresh of {machines} droplets in {} regions", REGIONS.len());
-    println!("- time: {}", secs(elapsed));
-    println!("- droplet list requests: {}", server.request_count("droplets_list"));
-    println!("- all requests: {} ({})", server.total_requests(), counts(&server));
-    println!("- 429s: {}", server.throttled());
+    println!(
+        "| refresh, {machines} droplets in {} regions | {} ({}) | {} | {} | — | — |",
+        REGIONS.len(),
+        server.total_requests(),
+        counts(&server),
+        server.throttled(),
+        secs(elapsed)
+    );
     server.assert_conforms();
     Ok(())
 }
@@ -276,7 +280,7 @@ async fn apply_fresh(o: &Options) -> anyhow::Result<Reference> {
         let server = o.server(false).await?;
         let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, false))?;
         let a = apply(&p).await?;
-        report("apply of 100 droplets without a rate limit (reference)", &a, &server, None);
+        report("apply, 100 droplets, no limit (reference)", &a, &server, None);
         server.assert_conforms();
         let firewall_requests = ["tags_create", "firewalls_list", "firewalls_create"]
             .iter()
@@ -289,8 +293,7 @@ async fn apply_fresh(o: &Options) -> anyhow::Result<Reference> {
     let a = apply(&p).await?;
     let n = server.total_requests();
     let allowed = reference.applied.total.max(limit_bound(n, o.limit().per_minute, o.window()));
-    let title = format!("apply of 100 droplets under {} per {}", o.limit().per_minute, secs(o.window()));
-    report(&title, &a, &server, Some(("", allowed)));
+    report("apply, 100 droplets, fresh token", &a, &server, Some(("", allowed)));
     server.assert_conforms();
     Ok(reference)
 }
@@ -302,12 +305,7 @@ async fn apply_busy(o: &Options, reference: &Reference) -> anyhow::Result<()> {
     let p = DigitalOceanProvider::new(Secret::new(server.token()), o.settings(&server, true))?;
     let a = apply(&p).await?;
     let allowed = o.window() + reference.applied.total;
-    report(
-        "apply of 100 droplets on a token whose minute was just spent by another client",
-        &a,
-        &server,
-        Some((" (the spent window, then the reference apply)", allowed)),
-    );
+    report("apply, 100 droplets, minute just spent by another client", &a, &server, Some(("", allowed)));
     server.assert_conforms();
     Ok(())
 }
@@ -324,12 +322,7 @@ async fn apply_spread(o: &Options, reference: &Reference) -> anyhow::Result<()> 
     let last_create = reference.firewall_requests + 101;
     let slot = o.window().mul_f64(last_create as f64 / f64::from(o.limit().per_minute));
     let allowed = slot + reference.applied.phases[1] + reference.applied.phases[2];
-    report(
-        "apply of 100 droplets on a token another client has used at the full rate for the last minute",
-        &a,
-        &server,
-        Some((" (estimate: the last create's slot, then the reference's machine and IP phases)", allowed)),
-    );
+    report("apply, 100 droplets, token in use at the full rate", &a, &server, Some((" (estimate)", allowed)));
     server.assert_conforms();
     Ok(())
 }
@@ -347,11 +340,10 @@ async fn pace(o: &Options) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let n = server.total_requests();
     let allowed = limit_bound(n, o.limit().per_minute, o.window());
-    println!("## {n} requests back to back under {} per {}", o.limit().per_minute, secs(o.window()));
-    println!("- time: {}", secs(elapsed));
-    println!("- 429s: {}", server.throttled());
     println!(
-        "- what the limit allows: {} ; ratio {:.3}",
+        "| {n} requests back to back | {n} | {} | {} | {} | {:.3} |",
+        server.throttled(),
+        secs(elapsed),
         secs(allowed),
         elapsed.as_secs_f64() / allowed.as_secs_f64()
     );
@@ -362,14 +354,17 @@ async fn pace(o: &Options) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = options()?;
+    // A markdown table on stdout (what `scripts/bench digitalocean` writes into BENCHMARKS.md).
     println!(
-        "# DigitalOcean provider benchmark: limit {} per {} and {} per {}, boot {}\n",
+        "Limit {} per {} and {} per {}, droplets boot in {}.\n",
         o.limit().per_minute,
         secs(o.limit().minute),
         o.limit().per_hour,
         secs(o.limit().hour),
         secs(o.timing().boot)
     );
+    println!("| scenario | requests | 429s | time | what the limit allows | ratio |");
+    println!("|---|---|---|---|---|---|");
     let run = |name: &str| o.only.as_deref().is_none_or(|only| only == name);
     if run("refresh") {
         refresh(&o).await?;
