@@ -261,8 +261,9 @@ fn main() {
             let out = Command::new(&exe).args(["--size", &scale.to_string()]).output().expect("child runs");
             let text = String::from_utf8_lossy(&out.stdout);
             match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-                Some(line) => results[k]
-                    .push(line.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect()),
+                Some(line) => {
+                    results[k].push(line.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect())
+                }
                 None => {
                     eprintln!("size {scale}× failed:\n{}", String::from_utf8_lossy(&out.stderr));
                     failed = true;
