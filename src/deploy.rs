@@ -261,7 +261,7 @@ impl Deployment {
             reference_image,
             refreshed: connected.is_some(),
         };
-        let planned = plan::plan(&self.network, &actual, &memory_of(&state), &options)?;
+        let planned = plan::plan(&self.network, &actual, &Remembered::of(&state), &options)?;
         Ok(Prepared { planned, state, actual })
     }
 
@@ -423,11 +423,6 @@ impl Deployment {
             && !(request.destroy && cloud());
         Refreshed { actual, containers, spec_genesis: Some(&self.network.chain.genesis) }
     }
-}
-
-/// What the planner needs from state ([`Remembered::of`]).
-pub fn memory_of(state: &State) -> Remembered {
-    Remembered::of(state)
 }
 
 /// Makes the network's seal key when state has none (or one that does not read); true if it did.
