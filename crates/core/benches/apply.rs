@@ -23,14 +23,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use peerfleet_core::actual::ActualState;
 use peerfleet_core::address::Address;
-use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, Reporter, apply};
-use peerfleet_core::network::{Network, ProviderKind, Role, Strategy};
+use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, apply};
+use peerfleet_core::network::Network;
 use peerfleet_core::plan::{Plan, PlanOptions, Remembered, plan};
-use peerfleet_core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
 use peerfleet_core::state::{
     LocalStateFile, LockInfo, LockOptions, State, StateBackend, StateError, StateLock, Touched,
 };
 use peerfleet_core::testing::{Op, TestWorld};
+
+mod support;
+use support::network;
 
 /// The allocator the `peerfleet` CLI uses (see its `main.rs`): whole-file saves serialise the state,
 /// and this measures them as `apply` pays for them.
@@ -60,35 +62,6 @@ const OPS: [Op; 15] = [
     Op::RemoveContainer,
     Op::InspectContainer,
 ];
-
-/// Clusters of 10 nodes over AWS, DigitalOcean and local regions; genesis, master, and relays by
-/// emptiest_node (the shape of the planning benchmark's network).
-fn network() -> Network {
-    let aws = ["Virginia", "Oregon", "São Paulo", "Frankfurt", "London", "Singapore", "Sydney"];
-    let digitalocean = ["Amsterdam", "Frankfurt", "London", "Singapore", "Sydney"];
-    let local = ["Virginia", "Oregon", "Amsterdam"];
-    let mut b =
-        NetworkBuilder::new("bench").genesis(b"{\"chain\":\"bench\"}".to_vec()).admin_cidr("203.0.113.0/24");
-    for i in 0..NODES / 10 {
-        let n = i as usize / 3;
-        let (provider, city) = match i % 3 {
-            0 => (ProviderKind::Aws, aws[n % aws.len()]),
-            1 => (ProviderKind::DigitalOcean, digitalocean[n % digitalocean.len()]),
-            _ => (ProviderKind::Local, local[n % local.len()]),
-        };
-        b = b.cluster(ClusterBuilder::new(format!("c{i}"), provider, city).nodes(10).tags(["peer_cluster"]));
-    }
-    b.service(ServiceBuilder::new("genesis", Role::Genesis))
-        .service(ServiceBuilder::new("master", Role::Master))
-        .service(
-            ServiceBuilder::new("relay", Role::Relay)
-                .containers(CONTAINERS - 2)
-                .strategy(Strategy::EmptiestNode)
-                .deploy_tags(["peer_cluster"]),
-        )
-        .build()
-        .expect("the benchmark network is valid")
-}
 
 /// How the state is saved.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -164,12 +137,6 @@ impl StateBackend for Timed {
     }
 }
 
-struct Quiet;
-
-impl Reporter for Quiet {
-    fn event(&self, _: &ApplyEvent) {}
-}
-
 /// What one apply measured.
 struct Measured {
     wall: Duration,
@@ -201,7 +168,7 @@ fn run(rt: &tokio::runtime::Runtime, net: &Network, plan: &Plan, strategy: Savin
     };
     let start = Instant::now();
     let outcome = rt
-        .block_on(apply(plan, &world.providers(), &store, &options, &Quiet, Interrupt::new()))
+        .block_on(apply(plan, &world.providers(), &store, &options, &|_: &ApplyEvent| {}, Interrupt::new()))
         .expect("apply starts");
     let wall = start.elapsed();
     assert!(outcome.is_success(), "{:?} {:?}", outcome.failed.first(), outcome.state_error);
@@ -257,7 +224,7 @@ fn secs(d: Duration) -> String {
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let net = network();
+    let net = network(NODES, CONTAINERS);
     let planned =
         plan(&net, &ActualState::default(), &Remembered::default(), &PlanOptions::default()).expect("plans");
     let plan = planned.plan;

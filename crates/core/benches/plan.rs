@@ -15,14 +15,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peerfleet_core::actual::ActualState;
-use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, Reporter, apply};
-use peerfleet_core::network::{Network, ProviderKind, Role, Strategy};
+use peerfleet_core::executor::{ApplyEvent, ApplyOptions, Interrupt, apply};
+use peerfleet_core::network::Network;
 use peerfleet_core::plan::{PlanOptions, Remembered, plan};
 use peerfleet_core::refresh::refresh;
 use peerfleet_core::resource::{Container, ContainerState, Desired, Health, Machine, MachineStatus};
-use peerfleet_core::spec::{ClusterBuilder, NetworkBuilder, ServiceBuilder};
 use peerfleet_core::state::MemoryState;
 use peerfleet_core::testing::TestWorld;
+
+mod support;
+use support::network;
 
 const RUNS: usize = 7;
 /// How many times each size runs (in its own process, the sizes taking turns).
@@ -31,42 +33,6 @@ const ROUNDS: usize = 3;
 /// The allocator the `peerfleet` CLI uses (see its `main.rs`), so this measures what `plan` costs there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `nodes` machines in clusters of 20 over AWS, DigitalOcean and local regions; `containers`
-/// containers: genesis, master, and relays by emptiest_node. (Clusters of 20 keep 4× within the
-/// spec's 200 clusters per network.)
-fn network(nodes: u32, containers: u32) -> Network {
-    let aws =
-        ["Virginia", "Oregon", "São Paulo", "Frankfurt", "London", "Singapore", "Sydney", "Northern China"];
-    let digitalocean = ["Amsterdam", "Frankfurt", "London", "Singapore", "Sydney"];
-    let local = ["Virginia", "Oregon", "Amsterdam"];
-    let mut b =
-        NetworkBuilder::new("bench").genesis(b"{\"chain\":\"bench\"}".to_vec()).admin_cidr("203.0.113.0/24");
-    for i in 0..nodes / 20 {
-        let (provider, city) = match i % 3 {
-            0 => (ProviderKind::Aws, aws[(i as usize / 3) % aws.len()]),
-            1 => (ProviderKind::DigitalOcean, digitalocean[(i as usize / 3) % digitalocean.len()]),
-            _ => (ProviderKind::Local, local[(i as usize / 3) % local.len()]),
-        };
-        b = b.cluster(ClusterBuilder::new(format!("c{i}"), provider, city).nodes(20).tags(["peer_cluster"]));
-    }
-    b.service(ServiceBuilder::new("genesis", Role::Genesis))
-        .service(ServiceBuilder::new("master", Role::Master))
-        .service(
-            ServiceBuilder::new("relay", Role::Relay)
-                .containers(containers - 2)
-                .strategy(Strategy::EmptiestNode)
-                .deploy_tags(["peer_cluster"]),
-        )
-        .build()
-        .expect("the benchmark network is valid")
-}
-
-struct Quiet;
-
-impl Reporter for Quiet {
-    fn event(&self, _: &ApplyEvent) {}
-}
 
 /// A world holding exactly what applying `network` leaves. Machines and containers are put in
 /// directly (running 11,000 steps through the executor would measure the executor, not planning);
@@ -117,7 +83,14 @@ fn converged_world(rt: &tokio::runtime::Runtime, network: &Network) -> TestWorld
     let rest = plan(network, &actual, &Remembered::default(), &PlanOptions::default()).expect("plans").plan;
     let options = ApplyOptions { genesis: Some(network.chain.genesis.clone()), ..Default::default() };
     let outcome = rt
-        .block_on(apply(&rest, &world.providers(), &MemoryState::new(), &options, &Quiet, Interrupt::new()))
+        .block_on(apply(
+            &rest,
+            &world.providers(),
+            &MemoryState::new(),
+            &options,
+            &|_: &ApplyEvent| {},
+            Interrupt::new(),
+        ))
         .expect("apply starts");
     assert!(outcome.is_success(), "{:?}", outcome.failed.first());
     world
