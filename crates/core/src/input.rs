@@ -21,10 +21,19 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     // Checked again on what was opened, in case the path was swapped in between.
     let meta = file.metadata()?;
     ensure_regular(&meta)?;
-    if meta.len() > max {
+    read_capped(file, meta.len(), max)
+}
+
+/// Reads the opened `file` (whose size was `len` when opened) whole, refusing more than `max` bytes,
+/// also when it grows while being read. Callers have checked what the file is.
+///
+/// # Errors
+/// The usual I/O errors; [`io::ErrorKind::FileTooLarge`] naming the limit.
+pub(crate) fn read_capped(file: File, len: u64, max: u64) -> io::Result<Vec<u8>> {
+    if len > max {
         return Err(too_large(max));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // `take` bounds a file that grows while being read.
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {

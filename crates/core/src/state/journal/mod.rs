@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -313,16 +313,8 @@ pub(super) fn read(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     ensure_plain_file(&named)?;
     let file = File::open(path)?;
     ensure_same(&file, &named)?;
-    if file.metadata()?.len() > max {
-        return Err(too_large(max));
-    }
-    let mut bytes = Vec::new();
-    // `take` bounds a journal that grows while being read.
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(too_large(max));
-    }
-    Ok(Some(bytes))
+    let len = file.metadata()?.len();
+    crate::input::read_capped(file, len, max).map(Some)
 }
 
 /// Appends `line` to the journal at `path` at offset `at` (the end of its whole records: a torn record
@@ -404,13 +396,6 @@ fn ensure_same(file: &File, named: &fs::Metadata) -> io::Result<()> {
 #[cfg(not(unix))]
 fn ensure_same(_file: &File, _named: &fs::Metadata) -> io::Result<()> {
     Ok(())
-}
-
-fn too_large(max: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::FileTooLarge,
-        format!("the journal is larger than the limit of {max} bytes"),
-    )
 }
 
 fn shorter(at: u64) -> io::Error {
